@@ -1,0 +1,82 @@
+"""Captioning without a server: the caption graph run in this process.
+
+``caption_locally`` feeds audio chunks into a caption graph built on engines loaded
+here and yields the same caption events (dicts) a ``/v1/captions`` client would get.
+End of input drains the graph, so the last words always get their final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+from voxline.pipeline.frames import (
+    AudioFrame,
+    ControlFrame,
+    ControlKind,
+    ErrorFrame,
+    TranscriptFrame,
+)
+from voxline.pipeline.recipes.captioner import CaptionEngines, build_caption_graph
+from voxline.stream.caption_protocol import caption_event
+
+from voxline.config import Config
+from voxline.errors import GraphClosed, PipelineError
+
+
+async def caption_locally(
+    chunks: AsyncIterator[np.ndarray],
+    sample_rate_hz: int,
+    config: Config,
+    engines: CaptionEngines | None = None,
+) -> AsyncIterator[dict[str, Any]]:
+    """Yield caption events for the audio in ``chunks`` (mono float32 at ``sample_rate_hz``).
+
+    Loads engines from ``config`` unless ``engines`` is given (then they are left
+    open). Raises ``PipelineError`` if a stage fails. Cancelled, it stops the graph.
+    """
+    own_engines = engines is None
+    if engines is None:
+        engines = await CaptionEngines.load(config.asr, config.vad)
+    session = build_caption_graph(engines, name="captions")
+    graph = session.graph
+
+    async def feed() -> None:
+        try:
+            pts = 0
+            async for chunk in chunks:
+                frame = AudioFrame(
+                    turn=0, samples=chunk, sample_rate_hz=sample_rate_hz, pts_samples=pts, capture_time=time.monotonic()
+                )
+                pts += len(chunk)
+                await session.audio_in.put(frame)
+            await graph.drain(config.server.drain_timeout_s)
+        except BaseException:
+            await graph.cancel()  # wakes the reader below
+            raise
+
+    await graph.start()
+    feeder = asyncio.create_task(feed(), name="captions:feed")
+    try:
+        while True:
+            try:
+                frame = await session.captions_out.get()
+            except GraphClosed:
+                await feeder  # re-raises why the feed stopped
+                return
+            if isinstance(frame, TranscriptFrame):
+                yield caption_event(frame)
+            elif isinstance(frame, ErrorFrame):
+                raise PipelineError(frame.message)
+            elif isinstance(frame, ControlFrame) and frame.kind is ControlKind.END_OF_STREAM:
+                break
+        await feeder
+    finally:
+        feeder.cancel()
+        await asyncio.gather(feeder, return_exceptions=True)
+        await graph.cancel()
+        if own_engines:
+            await engines.close()

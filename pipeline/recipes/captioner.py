@@ -1,0 +1,98 @@
+"""The captioning recipe: resample → VAD → streaming ASR → (your stages) → output.
+
+``CaptionEngines`` holds the process-wide models (one Whisper engine and one VAD
+model shared by every session); ``build_caption_graph`` wires one session's graph.
+Edges block when full: caption audio is never dropped, a slow consumer slows the
+producer instead (for a socket, TCP back-pressure).
+
+Extra stages (``extra_stages``) are spliced in after the ASR stage, in order; they see
+every transcript and control frame before the transport does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from voxline.models.asr import WhisperEngine
+from voxline.models.vad import SileroVadModel, SileroVadStream, SpeechSegmenter
+
+from voxline.config import AsrConfig, VadConfig
+
+from ..edge import Edge
+from ..graph import Graph
+from ..stage import Stage
+from ..stages.asr import AsrSettings, StreamingAsrStage
+from ..stages.resample import ResampleStage
+from ..stages.vad import VadStage
+
+
+@dataclass(slots=True)
+class CaptionEngines:
+    """The models every caption session of a process shares."""
+
+    recognizer: WhisperEngine
+    vad_model: SileroVadModel
+    asr: AsrConfig
+    vad: VadConfig
+
+    @classmethod
+    async def load(cls, asr: AsrConfig | None = None, vad: VadConfig | None = None) -> CaptionEngines:
+        """Load the VAD and ASR models and start the ASR worker."""
+        asr = asr or AsrConfig()
+        vad = vad or VadConfig()
+        recognizer = WhisperEngine(
+            model=asr.model,
+            device=asr.device,
+            compute_type=asr.compute_type or None,
+            cpu_threads=asr.cpu_threads,
+            max_batch=asr.max_batch,
+            bucket_s=asr.bucket_s,
+        )
+        await recognizer.start()
+        return cls(recognizer=recognizer, vad_model=SileroVadModel.shared(), asr=asr, vad=vad)
+
+    async def close(self) -> None:
+        """Stop the ASR worker. Idempotent."""
+        await self.recognizer.close()
+
+
+@dataclass(slots=True)
+class CaptionGraph:
+    """One session's graph and the two edges a transport uses."""
+
+    graph: Graph
+    audio_in: Edge
+    captions_out: Edge
+    asr: StreamingAsrStage
+
+
+def build_caption_graph(
+    engines: CaptionEngines,
+    *,
+    extra_stages: Sequence[Stage] = (),
+    name: str = "captions",
+) -> CaptionGraph:
+    """Wire a caption session: audio at any rate in, ``TranscriptFrame``s out."""
+    vad_cfg = engines.vad
+    graph = Graph(name)
+    resample = ResampleStage(16000)
+    vad = VadStage(
+        SileroVadStream(engines.vad_model),
+        SpeechSegmenter(
+            threshold=vad_cfg.threshold,
+            neg_threshold=vad_cfg.neg_threshold,
+            min_speech_ms=vad_cfg.min_speech_ms,
+            min_silence_ms=vad_cfg.hangover_ms,
+            speech_pad_ms=vad_cfg.speech_pad_ms,
+        ),
+    )
+    asr = StreamingAsrStage(
+        engines.recognizer,
+        AsrSettings(partial_interval_ms=engines.asr.partial_interval_ms, max_window_s=engines.asr.max_window_s),
+    )
+    audio_in = graph.input_to(resample, maxsize=64)
+    graph.chain(resample, vad, asr, *extra_stages, maxsize=64)
+    last = extra_stages[-1] if extra_stages else asr
+    captions_out = graph.output_from(last, name="captions", maxsize=256)
+    return CaptionGraph(graph=graph, audio_in=audio_in, captions_out=captions_out, asr=asr)

@@ -1,0 +1,275 @@
+"""The streaming ASR stage: utterance buffers, partial scheduling, stable prefix, finals.
+
+Input: 16 kHz ``AudioFrame``s, and ``SPEECH_START``/``SPEECH_STOP`` control frames from
+the VAD stage (whose ``media_time_s`` may lie in the past: the VAD needs a moment to be
+sure, so this stage keeps a short ring of recent audio and starts the utterance where
+the VAD says speech began; no first word is cut).
+
+Output: ``TranscriptFrame``s. While an utterance is spoken, a partial at most every
+``partial_interval_ms`` of audio (only one decode in flight per session, so a loaded
+engine lowers the partial rate instead of queueing); at ``SPEECH_STOP`` (or end of
+stream) one final. Committed words (``StablePrefix``) never change, and are passed
+to the recogniser as a forced prefix, so they also cost no decoder steps.
+
+Bounded work: the audio re-decoded for a partial is at most ``max_window_s``; past
+that, committed words that are old enough are sealed and the window slides past them.
+An utterance with nothing committed is cut with a final at ``max_utterance_s``.
+All other stages' frames pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from voxline.errors import Superseded
+
+from ..engines import SpeechRecognizer
+from ..frames import AudioFrame, ControlFrame, ControlKind, Frame, TranscriptFrame, Word
+from ..stable_prefix import StablePrefix, cut_repetition
+from ..stage import Stage
+
+ASR_RATE_HZ = 16000
+PRE_ROLL_S = 1.5
+
+
+@dataclass(frozen=True, slots=True)
+class AsrSettings:
+    """Tuning of the streaming recogniser (times in ms or s as named)."""
+
+    partial_interval_ms: float = 500.0
+    min_partial_audio_ms: float = 300.0
+    max_window_s: float = 12.0
+    max_utterance_s: float = 25.0
+    final_deadline_ms: float = 100.0
+
+
+@dataclass(slots=True)
+class _Utterance:
+    index: int
+    start_s: float
+    turn: int
+    chunks: list[np.ndarray] = field(default_factory=list)
+    samples: int = 0
+    trim_samples: int = 0
+    sealed: list[Word] = field(default_factory=list)
+    stable: StablePrefix = field(default_factory=StablePrefix)
+    partials_sent: int = 0
+    last_text: str = ""
+
+    def append(self, audio: np.ndarray) -> None:
+        self.chunks.append(audio)
+        self.samples += len(audio)
+
+    def window(self, upto_samples: int) -> np.ndarray:
+        if len(self.chunks) > 1:
+            self.chunks = [np.concatenate(self.chunks)]
+        return self.chunks[0][self.trim_samples : upto_samples] if self.chunks else np.zeros(0, np.float32)
+
+    @property
+    def window_start_s(self) -> float:
+        return self.start_s + self.trim_samples / ASR_RATE_HZ
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    utterance: _Utterance
+    upto_samples: int
+    final: bool
+
+
+class StreamingAsrStage(Stage):
+    """Turns speech audio into partial and final ``TranscriptFrame``s (see module doc)."""
+
+    kind = "asr"
+
+    def __init__(self, engine: SpeechRecognizer, settings: AsrSettings | None = None, name: str = "asr") -> None:
+        super().__init__(name)
+        self.engine = engine
+        self.settings = settings or AsrSettings()
+        self._ring: deque[AudioFrame] = deque()
+        self._utterance: _Utterance | None = None
+        self._utterance_count = 0
+        self._last_partial_samples = 0
+        self._jobs: deque[_Job] = deque()
+        self._job_ready = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._stream_end_s = 0.0
+
+    async def on_start(self) -> None:
+        """Start the per-session decode worker (owned by this stage)."""
+        self._worker = asyncio.create_task(self._work(), name=f"{self.name}:worker")
+
+    async def on_close(self) -> None:
+        """Cancel and await the decode worker."""
+        worker, self._worker = self._worker, None
+        if worker is not None and not worker.done():
+            worker.cancel()
+            try:
+                await worker
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+            except Exception:
+                pass
+
+    def _check_worker(self) -> None:
+        worker = self._worker
+        if worker is not None and worker.done() and not worker.cancelled() and worker.exception():
+            raise worker.exception()  # type: ignore[misc]
+
+    async def process(self, frame: Frame) -> None:
+        """Buffer audio, react to VAD control frames, schedule decodes; forward other frames."""
+        self._check_worker()
+        if isinstance(frame, AudioFrame):
+            self._on_audio(frame)
+        elif isinstance(frame, ControlFrame):
+            if frame.kind is ControlKind.SPEECH_START:
+                self._start_utterance(frame)
+            elif frame.kind is ControlKind.SPEECH_STOP:
+                self._stop_utterance(frame.media_time_s)
+            await self.emit(frame)
+        else:
+            await self.emit(frame)
+
+    def _on_audio(self, frame: AudioFrame) -> None:
+        if frame.sample_rate_hz != ASR_RATE_HZ:
+            raise ValueError(f"the ASR stage takes {ASR_RATE_HZ} Hz audio, got {frame.sample_rate_hz} Hz")
+        self._stream_end_s = frame.end_s
+        utterance = self._utterance
+        if utterance is None:
+            self._ring.append(frame)
+            while self._ring and self._ring[0].end_s < frame.end_s - PRE_ROLL_S:
+                self._ring.popleft()
+            return
+        utterance.append(frame.samples)
+        settings = self.settings
+        heard_ms = (utterance.samples - self._last_partial_samples) * 1000 / ASR_RATE_HZ
+        if utterance.samples / ASR_RATE_HZ >= settings.max_utterance_s and not utterance.stable.committed:
+            self._stop_utterance(utterance.start_s + utterance.samples / ASR_RATE_HZ)
+            self._start_utterance(ControlFrame(turn=frame.turn, kind=ControlKind.SPEECH_START, media_time_s=frame.end_s))
+            return
+        if (
+            heard_ms >= settings.partial_interval_ms
+            and utterance.samples * 1000 / ASR_RATE_HZ >= settings.min_partial_audio_ms
+            and not self._jobs
+        ):
+            self._last_partial_samples = utterance.samples
+            self._enqueue(_Job(utterance, utterance.samples, final=False))
+
+    def _start_utterance(self, frame: ControlFrame) -> None:
+        if self._utterance is not None:
+            return
+        start_s = frame.media_time_s if frame.media_time_s >= 0 else self._stream_end_s
+        self._utterance_count += 1
+        utterance = _Utterance(self._utterance_count, start_s=start_s, turn=frame.turn)
+        first = True
+        for old in self._ring:
+            if old.end_s <= start_s:
+                continue
+            skip = max(0, round((start_s - old.start_s) * ASR_RATE_HZ))
+            if first:
+                utterance.start_s = old.start_s + skip / ASR_RATE_HZ
+                first = False
+            utterance.append(old.samples[skip:])
+        if first:
+            utterance.start_s = self._stream_end_s
+        self._ring.clear()
+        self._utterance = utterance
+        self._last_partial_samples = 0
+
+    def _stop_utterance(self, end_s: float) -> None:
+        utterance, self._utterance = self._utterance, None
+        if utterance is None:
+            return
+        upto = utterance.samples
+        if end_s >= 0:
+            upto = min(upto, max(0, round((end_s - utterance.start_s) * ASR_RATE_HZ)))
+        # A pending partial of this utterance is pointless once its final is queued.
+        self._jobs = deque(j for j in self._jobs if j.final or j.utterance is not utterance)
+        self._enqueue(_Job(utterance, upto, final=True))
+
+    def _enqueue(self, job: _Job) -> None:
+        self._jobs.append(job)
+        self._job_ready.set()
+
+    async def on_end_of_stream(self, frame: ControlFrame) -> None:
+        """Finalize the open utterance, wait for every queued decode, then forward."""
+        self._stop_utterance(-1.0)
+        self._enqueue(_Job(_Utterance(-1, 0.0, 0), 0, final=True))  # sentinel: worker exits
+        worker = self._worker
+        if worker is not None:
+            await worker
+        await self.emit(frame)
+
+    async def _work(self) -> None:
+        while True:
+            while not self._jobs:
+                self._job_ready.clear()
+                await self._job_ready.wait()
+            job = self._jobs.popleft()
+            if job.utterance.index < 0:
+                return
+            await self._decode(job)
+
+    def _slide_window(self, utterance: _Utterance, upto_samples: int) -> None:
+        window_s = (upto_samples - utterance.trim_samples) / ASR_RATE_HZ
+        if window_s <= self.settings.max_window_s:
+            return
+        keep_from_s = utterance.start_s + upto_samples / ASR_RATE_HZ - self.settings.max_window_s / 2
+        sealed = utterance.stable.seal_before(keep_from_s)
+        if sealed:
+            utterance.sealed.extend(sealed)
+            utterance.trim_samples = max(utterance.trim_samples, round((sealed[-1].end_s - utterance.start_s) * ASR_RATE_HZ))
+
+    async def _decode(self, job: _Job) -> None:
+        utterance = job.utterance
+        settings = self.settings
+        self._slide_window(utterance, job.upto_samples)
+        audio = utterance.window(job.upto_samples)
+        offset_s = utterance.window_start_s
+        audio_end_s = utterance.start_s + job.upto_samples / ASR_RATE_HZ
+        prefix = [w.text for w in utterance.stable.committed]
+        budget_ms = settings.final_deadline_ms if job.final else settings.partial_interval_ms
+        result = None
+        if len(audio) >= ASR_RATE_HZ // 10:
+            try:
+                result = await self.engine.transcribe(
+                    audio,
+                    prefix_words=prefix,
+                    final=job.final,
+                    deadline=time.monotonic() + budget_ms / 1000,
+                    session_key=self,
+                )
+            except Superseded:
+                return
+            if result is None and not job.final:
+                return
+        heard = [] if result is None else cut_repetition(prefix, result.words)
+        continuation = [Word(w.text, w.start_s + offset_s, w.end_s + offset_s, w.probability) for w in heard]
+        if job.final:
+            words = utterance.sealed + utterance.stable.finish(continuation)
+            if not words and utterance.partials_sent == 0:
+                return
+            out = TranscriptFrame(
+                turn=utterance.turn, utterance=utterance.index, is_final=True, words=tuple(words),
+                committed=len(words), audio_end_s=audio_end_s, made_time=time.monotonic(),
+            )
+        else:
+            utterance.stable.update(continuation)
+            committed = utterance.sealed + utterance.stable.committed
+            words = committed + utterance.stable.tentative
+            text = " ".join(w.text for w in words)
+            if not words or text == utterance.last_text:
+                return
+            utterance.last_text = text
+            utterance.partials_sent += 1
+            out = TranscriptFrame(
+                turn=utterance.turn, utterance=utterance.index, is_final=False, words=tuple(words),
+                committed=len(committed), audio_end_s=audio_end_s, made_time=time.monotonic(),
+            )
+        await self.emit(out)

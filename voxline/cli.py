@@ -1,0 +1,122 @@
+"""The ``voxline`` command line: ``serve`` and ``caption``.
+
+``voxline serve [--host H] [--port P]`` runs the HTTP/WebSocket server.
+``voxline caption FILE|--mic [--url ws://HOST:PORT] [--realtime|--fast]
+[--format text|jsonl|srt|vtt] [--model NAME|PATH]`` captions a file or the
+microphone, in this process (default) or through a server (``--url``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from . import __version__
+from .config import Config, load_config
+from .errors import VoxlineError
+
+FORMATS = ("text", "jsonl", "srt", "vtt")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voxline", description="Streaming speech pipeline: live captions and voice agents.")
+    parser.add_argument("--version", action="version", version=f"voxline {__version__}")
+    parser.add_argument("--config", help="TOML config file (see README: Configuration)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP/WebSocket server")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--model", help="ASR model: tiny.en (default), base, or a CTranslate2 model directory")
+    serve.add_argument("--max-sessions", type=int, help="refuse new sessions past this many")
+
+    caption = sub.add_parser("caption", help="caption an audio file or the microphone")
+    source = caption.add_mutually_exclusive_group(required=True)
+    source.add_argument("file", nargs="?", help="audio file (wav, flac, ogg, mp3, ...)")
+    source.add_argument("--mic", action="store_true", help="caption the microphone until Ctrl-C")
+    caption.add_argument("--url", help="stream to a voxline server (ws://HOST:PORT) instead of running in-process")
+    pace = caption.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", action="store_true", help="send a file at real-time pace, like a live stream")
+    pace.add_argument("--fast", action="store_true", help="send a file as fast as it is processed (default)")
+    caption.add_argument("--format", choices=FORMATS, default="text", help="output: text (finals), jsonl (every event), srt, vtt")
+    caption.add_argument("--model", help="ASR model: tiny.en (default), base, or a CTranslate2 model directory")
+    caption.add_argument("--no-progress", action="store_true", help="no progress bar for files")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    server: dict[str, Any] = {}
+    if args.command == "serve":
+        server = {"host": args.host, "port": args.port, "max_sessions": args.max_sessions}
+    return load_config(args.config, overrides={"server": server, "asr": {"model": getattr(args, "model", None)}})
+
+
+async def _caption(args: argparse.Namespace, config: Config) -> int:
+    from voxline.clients.audio_files import read_audio
+    from voxline.clients.caption_sources import file_chunks, mic_chunks
+
+    progress = None
+    if args.mic:
+        rate = 16000
+        chunks: AsyncIterator[Any] = mic_chunks(rate)
+    else:
+        audio = read_audio(args.file)
+        rate = audio.sample_rate_hz
+        if (not args.no_progress and sys.stderr.isatty()) or (args.format != "text" and not args.no_progress):
+            from tqdm import tqdm
+
+            progress = tqdm(total=round(audio.duration_s, 1), unit="s", desc="captioning", file=sys.stderr, leave=False)
+        chunks = file_chunks(audio, realtime=args.realtime, on_progress=(lambda s: progress.update(s)) if progress else None)
+    if args.url:
+        from voxline.clients.caption_client import caption_remote
+
+        events = caption_remote(args.url, chunks, rate)
+    else:
+        from voxline.clients.caption_runner import caption_locally
+
+        events = caption_locally(chunks, rate, config)
+    from voxline.stream.caption_protocol import subtitles
+
+    finals: list[dict[str, Any]] = []
+    try:
+        async for event in events:
+            kind = event.get("type")
+            if kind == "final":
+                finals.append(event)
+            if args.format == "jsonl":
+                print(json.dumps(event), flush=True)
+            elif args.format == "text" and kind == "final" and event.get("text"):
+                print(event["text"], flush=True)
+    finally:
+        if progress is not None:
+            progress.close()
+    if args.format in ("srt", "vtt"):
+        print(subtitles(finals, args.format), end="")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``voxline`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        config = _config(args)
+        if args.command == "serve":
+            from voxline.stream.app import serve
+
+            print(f"voxline {__version__} serving on http://{config.server.host}:{config.server.port}", file=sys.stderr)
+            serve(config)
+            return 0
+        return asyncio.run(_caption(args, config))
+    except KeyboardInterrupt:
+        return 130
+    except VoxlineError as exc:
+        print(f"voxline: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""voxline's one typed configuration object, loaded in one place.
+
+Sources, later ones winning: built-in defaults, a TOML file (``--config`` or
+``VOXLINE_CONFIG``), environment variables ``VOXLINE_<SECTION>__<FIELD>`` (for example
+``VOXLINE_ASR__MODEL=base``), then command-line flags. Nothing else in voxline reads
+the environment; the loaded ``Config`` is passed down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class AsrConfig:
+    """Streaming recognition: model, device, threads, batching and partial cadence."""
+
+    model: str = "tiny.en"
+    device: str = "auto"
+    compute_type: str = ""
+    cpu_threads: int = 2
+    max_batch: int = 8
+    bucket_s: float = 1.0
+    partial_interval_ms: float = 500.0
+    max_window_s: float = 12.0
+
+
+@dataclass(frozen=True, slots=True)
+class VadConfig:
+    """Voice-activity thresholds and timings (ms)."""
+
+    threshold: float = 0.5
+    neg_threshold: float = 0.35
+    min_speech_ms: float = 160.0
+    hangover_ms: float = 200.0
+    speech_pad_ms: float = 200.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """The HTTP/WebSocket server and its limits."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_sessions: int = 32
+    max_message_bytes: int = 1 << 20
+    idle_timeout_s: float = 30.0
+    drain_timeout_s: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything voxline can be told, by section."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
+
+
+def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            return value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
+        return type(default)(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{section}.{name}: cannot read {value!r} as {type(default).__name__}") from exc
+
+
+def _apply(config: Config, updates: Mapping[str, Mapping[str, Any]]) -> Config:
+    sections = {}
+    for section_name, values in updates.items():
+        if not hasattr(config, section_name):
+            raise ConfigError(f"unknown config section {section_name!r}")
+        section = getattr(config, section_name)
+        known = {f.name: f for f in dataclasses.fields(section)}
+        changes = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"unknown setting {section_name}.{key}")
+            changes[key] = _coerce(section_name, key, value, getattr(section, key))
+        sections[section_name] = dataclasses.replace(section, **changes)
+    return dataclasses.replace(config, **sections)
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
+    """Build the ``Config`` from defaults, file, environment and overrides (in that order).
+
+    Raises ``ConfigError`` for an unreadable file, an unknown setting or a bad value.
+    """
+    env = os.environ if env is None else env
+    config = Config()
+    path = path or env.get("VOXLINE_CONFIG")
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        config = _apply(config, data)
+    from_env: dict[str, dict[str, str]] = {}
+    for key, value in env.items():
+        if key.startswith("VOXLINE_") and "__" in key:
+            section, _, name = key[len("VOXLINE_") :].lower().partition("__")
+            from_env.setdefault(section, {})[name] = value
+    config = _apply(config, from_env)
+    if overrides:
+        config = _apply(config, {k: {n: v for n, v in vals.items() if v is not None} for k, vals in overrides.items()})
+    return config
