@@ -7,7 +7,9 @@ once (or uses ``engines`` passed in, e.g. by tests) and releases them at shutdow
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import uvicorn
 from starlette.applications import Starlette
@@ -51,7 +53,8 @@ def create_app(config: Config, engines: CaptionEngines | None = None) -> Starlet
     """The voxline ASGI app; engines load at startup unless passed in."""
     service = CaptionService(config, engines)
 
-    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await service.start()
         try:
             yield

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -81,6 +81,7 @@ def metrics_registry(service: CaptionService) -> CollectorRegistry:
     """A registry holding only voxline's collector for ``service``."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(VoxlineCollector(service))
+    ProcessCollector(registry=registry)
     return registry
 
 

@@ -1,0 +1,70 @@
+"""Shared fixtures: the real caption engines (loaded once) and real servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import uvicorn
+from voxline.config import Config, ServerConfig, load_config
+from voxline.pipeline.recipes.captioner import CaptionEngines
+from voxline.stream.app import create_app, uvicorn_config
+
+
+@pytest.fixture(scope="session")
+def caption_engines() -> Iterator[CaptionEngines]:
+    """Whisper tiny.en and Silero VAD from their pip packages, shared by all tests."""
+    config = load_config(env={})
+    engines = asyncio.run(CaptionEngines.load(config.asr, config.vad))
+    yield engines
+    asyncio.run(engines.close())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_server(engines: CaptionEngines, **server: object) -> Iterator[str]:
+    """A real voxline server on a loopback port, in its own thread; yields its ws:// base URL."""
+    base = load_config(env={})
+    config = Config(server=ServerConfig(**{"port": free_port(), **server}), asr=base.asr, vad=base.vad)  # type: ignore[arg-type]
+    app = create_app(config, engines=engines)
+    server_obj = uvicorn.Server(uvicorn_config(config, app))
+    thread = threading.Thread(target=server_obj.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server_obj.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"ws://127.0.0.1:{config.server.port}"
+    finally:
+        server_obj.should_exit = True
+        thread.join(15)
+
+
+@pytest.fixture(scope="module")
+def server_url(caption_engines: CaptionEngines) -> Iterator[str]:
+    """A server shared by the tests of one module."""
+    with running_server(caption_engines, max_message_bytes=64000, idle_timeout_s=5.0) as url:
+        yield url
+
+
+def http(url: str) -> str:
+    """The http:// form of a ws:// base URL."""
+    return url.replace("ws://", "http://", 1)
+
+
+def get(url: str, path: str) -> httpx.Response:
+    """A plain HTTP GET against the test server."""
+    return httpx.get(http(url) + path, timeout=10)
