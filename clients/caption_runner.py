@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from voxline.pipeline.frames import (
     TranscriptFrame,
 )
 from voxline.pipeline.recipes.captioner import CaptionEngines, build_caption_graph
+from voxline.pipeline.stage import Stage
 from voxline.stream.caption_protocol import caption_event
 
 from voxline.config import Config
@@ -32,16 +33,17 @@ async def caption_locally(
     sample_rate_hz: int,
     config: Config,
     engines: CaptionEngines | None = None,
+    extra_stages: Sequence[Stage] = (),
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield caption events for the audio in ``chunks`` (mono float32 at ``sample_rate_hz``).
 
     Loads engines from ``config`` unless ``engines`` is given (then they are left
-    open). Raises ``PipelineError`` if a stage fails. Cancelled, it stops the graph.
+    open). ``extra_stages`` are spliced in after the ASR stage. Raises ``PipelineError`` if a stage fails. Cancelled, it stops the graph.
     """
     own_engines = engines is None
     if engines is None:
         engines = await CaptionEngines.load(config.asr, config.vad)
-    session = build_caption_graph(engines, name="captions")
+    session = build_caption_graph(engines, extra_stages=extra_stages, name="captions")
     graph = session.graph
 
     async def feed() -> None:

@@ -65,7 +65,7 @@ async def mic_chunks(sample_rate_hz: int = MIC_RATE_HZ, chunk_s: float = CHUNK_S
             queue.get_nowait()
         queue.put_nowait(chunk)
 
-    def callback(indata, frames, time_info, status) -> None:  # type: ignore[no-untyped-def]
+    def callback(indata, frames, time_info, status):
         loop.call_soon_threadsafe(push, indata[:, 0].copy())
 
     stream = sounddevice.InputStream(

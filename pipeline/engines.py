@@ -6,7 +6,7 @@ with these methods fits (a causal fine-tuned Whisper, a CTC model, a test double
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -18,7 +18,10 @@ from .frames import Word
 class RecognizerResult(Protocol):
     """A recognition result: the words after the forced prefix, times relative to the audio."""
 
-    words: tuple[Word, ...]
+    @property
+    def words(self) -> tuple[Word, ...]:
+        """The recognised words in order."""
+        ...
 
 
 class SpeechRecognizer(Protocol):
@@ -31,13 +34,13 @@ class SpeechRecognizer(Protocol):
         prefix_words: Sequence[str] = (),
         final: bool,
         deadline: float,
-        session_key: object = None,
-    ) -> RecognizerResult | None:
+        session_key: Hashable | None = None,
+    ) -> RecognizerResult:
         """Recognise 16 kHz mono ``audio`` continuing after ``prefix_words``.
 
         Returns the words after the prefix with times in seconds from the start of
-        ``audio``, or None when a newer partial of the same ``session_key`` superseded
-        this one.
+        ``audio``. Raises ``voxline.errors.Superseded`` when a newer partial of the
+        same ``session_key`` replaced this one before it ran.
         """
         ...
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import numpy as np
 import pytest
-from voxline.errors import GraphClosed
 from voxline.pipeline.edge import Edge, FullPolicy
 from voxline.pipeline.frames import AudioFrame, ControlFrame, ControlKind, TextFrame
+
+from voxline.errors import GraphClosed
 
 
 def audio(i: int) -> AudioFrame:
@@ -71,7 +71,7 @@ async def test_frames_older_than_the_budget_count_as_misses_and_stale_audio_is_d
     edge = Edge("e", maxsize=10, policy=FullPolicy.DROP_OLDEST, max_age_ms=5)
     edge.put_nowait(audio(0))
     edge.put_nowait(audio(1))
-    time.sleep(0.01)
+    await asyncio.sleep(0.01)
     edge.put_nowait(audio(2))
     frame = edge.get_nowait()
     assert frame is not None and frame.pts_samples == 640  # type: ignore[attr-defined]

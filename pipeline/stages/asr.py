@@ -246,8 +246,8 @@ class StreamingAsrStage(Stage):
                     session_key=self,
                 )
             except Superseded:
-                return
-            if result is None and not job.final:
+                if job.final:
+                    raise
                 return
         heard = [] if result is None else cut_repetition(prefix, result.words)
         continuation = [Word(w.text, w.start_s + offset_s, w.end_s + offset_s, w.probability) for w in heard]
