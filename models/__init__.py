@@ -1,0 +1,11 @@
+"""Model engines shared by every session of a process, and where their weights lie.
+
+- ``registry``: packaged weights located without importing their packages;
+- ``device``: CUDA when CTranslate2 sees a GPU, else CPU, with a compute type to match;
+- ``vad``: Silero VAD (onnxruntime) streams and the ``SpeechSegmenter``;
+- ``asr``: ``WhisperEngine``, CTranslate2 Whisper batched across sessions;
+- ``batch_scheduler``: the sans-I/O earliest-deadline-first batcher engines use;
+- ``speech_synth``: Piper speech for tests and benchmarks.
+
+Import the submodule you need: this package imports nothing heavy by itself.
+"""

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from voxline.stream.caption_protocol import (
+    CaptionConfig,
+    CaptionProtocol,
+    EndOfAudio,
+    SubtitlesRequest,
+    subtitles,
+)
+
 from voxline.errors import ProtocolError
-from voxline.stream.caption_protocol import CaptionConfig, CaptionProtocol, EndOfAudio, SubtitlesRequest, subtitles
 
 
 def configured(**extra: object) -> CaptionProtocol:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from voxline.config import load_config
 from voxline.errors import ConfigError
 
