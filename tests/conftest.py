@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import uvicorn
-from voxline.pipeline.recipes.captioner import CaptionEngines
-from voxline.stream.app import create_app, uvicorn_config
 
 from voxline.config import Config, ServerConfig, load_config
+from voxline.pipeline.recipes.captioner import CaptionEngines
+from voxline.stream.app import create_app, uvicorn_config
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
+from voxline.errors import ProtocolError
 from voxline.stream.caption_protocol import (
     CaptionConfig,
     CaptionProtocol,
@@ -15,8 +17,6 @@ from voxline.stream.caption_protocol import (
     SubtitlesRequest,
     subtitles,
 )
-
-from voxline.errors import ProtocolError
 
 
 def configured(**extra: object) -> CaptionProtocol:

@@ -6,10 +6,10 @@ import asyncio
 
 import numpy as np
 import pytest
-from voxline.pipeline.edge import Edge, FullPolicy
-from voxline.pipeline.frames import AudioFrame, ControlFrame, ControlKind, TextFrame
 
 from voxline.errors import GraphClosed
+from voxline.pipeline.edge import Edge, FullPolicy
+from voxline.pipeline.frames import AudioFrame, ControlFrame, ControlKind, TextFrame
 
 
 def audio(i: int) -> AudioFrame:

@@ -6,12 +6,12 @@ import asyncio
 import dataclasses
 
 import pytest
+
+from voxline.errors import PipelineError
 from voxline.pipeline.frames import ControlFrame, ControlKind, ErrorFrame, Frame, TextFrame
 from voxline.pipeline.graph import Graph
 from voxline.pipeline.metrics import RuntimeMetrics
 from voxline.pipeline.stage import Stage
-
-from voxline.errors import PipelineError
 
 
 class Upper(Stage):

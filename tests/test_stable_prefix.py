@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from voxline.pipeline.frames import Word
 from voxline.pipeline.stable_prefix import StablePrefix, cut_repetition
 

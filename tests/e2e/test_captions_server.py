@@ -12,6 +12,7 @@ import soxr
 import websockets
 from conftest import get, running_server
 from speech_fixtures import COFFEE, FOX, TRAIN, normalize, silence, speech, word_errors
+
 from voxline.clients.caption_client import pcm16
 
 CHUNK_S = 0.1

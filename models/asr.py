@@ -1,0 +1,603 @@
+"""Whisper speech recognition on CTranslate2, shared and batched across sessions.
+
+One ``WhisperEngine`` serves every session of a process. ``transcribe`` puts a
+request into a ``BatchScheduler`` (finals first, earliest deadline, length buckets,
+latest partial wins per session) and awaits it; ONE worker thread takes batches,
+runs them and resolves the callers' futures on their loops. The event loop never
+runs model code.
+
+What a batch costs is kept small three ways:
+
+- no padding to 30 s: the log-mel features are padded only to the batch's length
+  bucket (``ceil((audio_s + 0.5) / bucket_s) * bucket_s`` s at 100 frames/s);
+  CTranslate2's Whisper encoder accepts any length up to 3000 frames. The half
+  second of padding after the audio is needed: with the audio running to the very
+  end of the features, Whisper does not see where speech stops and repeats the
+  transcript until the length limit (measured: 7 of 10 sentences); with 0.2 s or
+  more of padding the text matched the 30 s decode on all 10;
+- greedy decoding whose length is bounded by the audio length;
+- a forced prefix: the committed words of a partial are tokenized into the prompt
+  after the start-of-transcript sequence, so the decoder only generates what follows.
+
+Word timings come from cross-attention alignment (``Whisper.align``), batched too.
+A hallucination guard drops the text of windows Whisper thinks hold no speech.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+import string
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from voxline.errors import ConfigError, EngineError, Superseded
+from voxline.models.batch_scheduler import BatchScheduler
+from voxline.models.device import choose_device, default_compute_type
+from voxline.models.registry import DEFAULT_ASR_MODEL, resolve_asr_model
+from voxline.pipeline.frames import Word
+
+__all__ = [
+    "ASR_SAMPLE_RATE_HZ",
+    "MAX_AUDIO_S",
+    "BatchTiming",
+    "Hypothesis",
+    "Superseded",
+    "WhisperEngine",
+]
+
+ASR_SAMPLE_RATE_HZ = 16000
+"""Sample rate of the audio ``transcribe`` takes (Hz)."""
+MAX_AUDIO_S = 30.0
+"""Longest audio one request may carry (s): Whisper's window."""
+MIN_AUDIO_S = 0.1
+"""Shorter audio returns no words without running the model (s)."""
+TAIL_PAD_S = 0.5
+"""Padding (s) always left after the audio in the features, so Whisper sees its end."""
+_FRAMES_PER_S = 100  # log-mel frames per second (hop 160 at 16 kHz)
+_MAX_FRAMES = 3000
+_ENCODER_FRAMES_PER_S = 50  # the encoder halves the frame rate
+_MAX_DECODE_TOKENS = 448
+_TOKENS_PER_S = 6  # generous upper bound on speech's token rate
+_CLOSE_TIMEOUT_S = 10.0
+_TIMING_HISTORY = 256
+_END_GUARD_S = 0.02  # one encoder frame
+_PREPENDED = "\"'“¿([{-"
+_APPENDED = "\"'.。,，!！?？:：”)]}、"
+
+FloatAudio = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Hypothesis:
+    """What Whisper heard in one request's audio.
+
+    ``words`` are the words after the request's ``prefix_words`` (those are not
+    repeated), with times in seconds from the start of the request's audio.
+    ``encode_ms``/``decode_ms``/``align_ms`` are the wall times of the whole batch the
+    request ran in, ``batch_size`` its number of requests, ``padded_s`` the length (s)
+    every request of the batch was padded to. ``no_speech_prob`` and ``avg_logprob``
+    are Whisper's own confidence figures for the window.
+    """
+
+    words: tuple[Word, ...]
+    encode_ms: float
+    decode_ms: float
+    align_ms: float
+    batch_size: int
+    padded_s: float
+    no_speech_prob: float = 0.0
+    avg_logprob: float = 0.0
+
+    @property
+    def text(self) -> str:
+        """The words joined by single spaces."""
+        return " ".join(w.text for w in self.words)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTiming:
+    """Costs of one batch run by the worker (ms), for metrics and benchmarks."""
+
+    batch_size: int
+    padded_s: float
+    audio_s: float
+    features_ms: float
+    encode_ms: float
+    decode_ms: float
+    align_ms: float
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
+    audio: FloatAudio
+    prefix_tokens: list[int]
+    final: bool
+    deadline: float
+    session_key: object
+    future: asyncio.Future[Hypothesis]
+    loop: asyncio.AbstractEventLoop
+    abandoned: bool = False
+    content_s: float = field(init=False)  # length of the audio (s)
+    audio_s: float = field(init=False)  # length the scheduler buckets: audio + tail pad (s)
+
+    def __post_init__(self) -> None:
+        self.content_s = len(self.audio) / ASR_SAMPLE_RATE_HZ
+        self.audio_s = self.content_s + TAIL_PAD_S
+
+
+def _settle(
+    future: asyncio.Future[Hypothesis], result: Hypothesis | None, exc: BaseException | None
+) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    elif result is not None:
+        future.set_result(result)
+
+
+class WhisperEngine:
+    """A Whisper model (CTranslate2) shared by all sessions, batching their requests.
+
+    Life cycle: ``await start()`` (loads the model off the loop, starts the worker
+    thread), any number of concurrent ``await transcribe(...)``, then
+    ``await close()`` (idempotent). ``model`` is ``"tiny.en"``, ``"base"`` or a model
+    directory (see ``registry.resolve_asr_model``); ``device`` is ``"auto"``,
+    ``"cpu"`` or ``"cuda"``; ``compute_type`` defaults to int8 on CPU, float16 on
+    CUDA. ``cpu_threads`` are CTranslate2's intra-op threads. ``max_batch`` and
+    ``bucket_s`` (s) shape batches. ``no_speech_threshold`` and
+    ``logprob_threshold`` form the hallucination guard: a window whose no-speech
+    probability is above the first while its average token log-probability is below
+    the second yields no words (Whisper's own rule). ``max_pending`` bounds the queue.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_ASR_MODEL,
+        device: str = "auto",
+        compute_type: str | None = None,
+        cpu_threads: int = 2,
+        max_batch: int = 8,
+        bucket_s: float = 1.0,
+        beam_size: int = 1,
+        language: str = "en",
+        *,
+        no_speech_threshold: float = 0.6,
+        logprob_threshold: float = -1.0,
+        max_pending: int = 1024,
+    ) -> None:
+        self.model_name = model
+        self.device_preference = device
+        self.cpu_threads = cpu_threads
+        self.beam_size = beam_size
+        self.language = language
+        self.no_speech_threshold = no_speech_threshold
+        self.logprob_threshold = logprob_threshold
+        self._compute_type = compute_type
+        self._device: str | None = None
+        self._frames_per_bucket = max(2, 2 * round(bucket_s * _FRAMES_PER_S / 2))
+        self._scheduler: BatchScheduler[_Request] = BatchScheduler(
+            max_batch, bucket_s, max_pending=max_pending
+        )
+        self._cond = threading.Condition()
+        self._model_lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._features: Any = None
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._drain = False
+        self._timings: collections.deque[BatchTiming] = collections.deque(maxlen=_TIMING_HISTORY)
+
+    # -- properties -------------------------------------------------------------
+
+    @property
+    def device(self) -> str:
+        """The device the model runs on (``"cpu"``/``"cuda"``); resolved at load."""
+        if self._device is None:
+            self._device = choose_device(self.device_preference)
+        return self._device
+
+    @property
+    def compute_type(self) -> str:
+        """CTranslate2 compute type in use."""
+        return self._compute_type or default_compute_type(self.device)
+
+    @property
+    def batch_timings(self) -> list[BatchTiming]:
+        """The most recent batches' costs, oldest first (at most 256)."""
+        return list(self._timings)
+
+    # -- life cycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the model (in a thread) and start the worker; a second call does nothing.
+
+        Raises:
+            ModelNotFoundError: the weights are not installed.
+            ConfigError: the device or language is not available.
+            EngineError: the engine was closed, or CTranslate2 failed to load the model.
+
+        If cancelled midway, loading finishes in its thread and the worker is not started.
+        """
+        if self._closing:
+            raise EngineError("ASR engine is closed")
+        if self._thread is not None:
+            return
+        await asyncio.to_thread(self.load)
+        if self._thread is None and not self._closing:
+            self._thread = threading.Thread(target=self._work, name="voxline-asr", daemon=True)
+            self._thread.start()
+
+    def load(self) -> None:
+        """Load model, tokenizer and feature extractor now (blocking; idempotent).
+
+        ``start`` calls it off the loop; benchmarks call it directly.
+        """
+        with self._load_lock:
+            if self._model is not None:
+                return
+            import ctranslate2
+            import tokenizers
+            from faster_whisper.feature_extractor import FeatureExtractor
+            from faster_whisper.tokenizer import Tokenizer
+
+            path = resolve_asr_model(self.model_name)
+            try:
+                model = ctranslate2.models.Whisper(
+                    path,
+                    device=self.device,
+                    compute_type=self.compute_type,
+                    intra_threads=self.cpu_threads,
+                    inter_threads=1,
+                )
+                hf_tokenizer = tokenizers.Tokenizer.from_file(f"{path}/tokenizer.json")
+            except Exception as exc:  # CTranslate2 and tokenizers raise assorted types
+                raise EngineError(f"cannot load Whisper model from {path}: {exc}") from exc
+            try:
+                self._tokenizer = Tokenizer(
+                    hf_tokenizer,
+                    model.is_multilingual,
+                    task="transcribe",
+                    language=self.language if model.is_multilingual else None,
+                )
+            except ValueError as exc:
+                raise ConfigError(f"ASR language {self.language!r}: {exc}") from exc
+            self._features = FeatureExtractor(feature_size=model.n_mels)
+            self._model = model
+
+    async def close(self, *, drain: bool = False, timeout_s: float = _CLOSE_TIMEOUT_S) -> None:
+        """Stop the worker and wait for its thread to end (idempotent).
+
+        With ``drain=False`` queued requests fail at once with ``EngineError`` and only
+        the batch already running completes; with ``drain=True`` every accepted request
+        is run first. Later ``transcribe`` calls raise ``EngineError``.
+        If cancelled while waiting, the worker still stops on its own.
+
+        Raises:
+            EngineError: the worker thread did not end within ``timeout_s`` seconds.
+        """
+        with self._cond:
+            self._closing = True
+            self._drain = self._drain or drain
+            dropped = [] if self._drain else self._scheduler.drain()
+            self._cond.notify_all()
+        for request in dropped:
+            self._resolve(request, exc=EngineError("ASR engine closed before the request ran"))
+        thread = self._thread
+        if thread is not None:
+            await asyncio.to_thread(thread.join, timeout_s)
+            if thread.is_alive():
+                raise EngineError(f"ASR worker did not stop within {timeout_s} s")
+            self._thread = None
+        with self._load_lock:
+            self._model = None  # frees the weights; a closed engine is never restarted
+
+    # -- requests -----------------------------------------------------------------
+
+    async def transcribe(
+        self,
+        audio: FloatAudio,
+        *,
+        prefix_words: Sequence[str] = (),
+        final: bool,
+        deadline: float,
+        session_key: object = None,
+    ) -> Hypothesis:
+        """Recognise ``audio`` (mono float32, 16 kHz, at most 30 s) and return its words.
+
+        ``prefix_words`` are words already committed for this audio; they are forced
+        as the start of the transcript and only the words after them come back.
+        ``final`` requests run before partials; ``deadline`` (``time.monotonic()`` s)
+        orders requests of the same kind. A partial with a ``session_key`` is
+        superseded by the next partial or final of the same key submitted before it
+        runs: its caller then gets ``Superseded`` (an ``EngineError``) raised.
+        Audio shorter than 0.1 s gives an empty ``Hypothesis`` without running the model.
+
+        If the caller is cancelled, the request leaves the queue (or its result is
+        discarded when it is already running) and other requests are unaffected.
+
+        Raises:
+            ValueError: ``audio`` is not 1-D or is longer than 30 s.
+            Superseded: see above.
+            EngineError: the engine is not started, closed, its queue is full, or the
+                model failed on this batch.
+        """
+        samples = np.asarray(audio, dtype=np.float32)
+        if samples.ndim != 1:
+            raise ValueError(f"ASR takes mono audio (1-D), got shape {samples.shape}")
+        if len(samples) > MAX_AUDIO_S * ASR_SAMPLE_RATE_HZ:
+            raise ValueError(f"ASR audio is {len(samples) / ASR_SAMPLE_RATE_HZ:.1f} s; max 30 s")
+        if self._closing:
+            raise EngineError("ASR engine is closed")
+        if self._thread is None or self._tokenizer is None:
+            raise EngineError("ASR engine is not started; await start() first")
+        if len(samples) < MIN_AUDIO_S * ASR_SAMPLE_RATE_HZ:
+            return Hypothesis((), 0.0, 0.0, 0.0, 0, 0.0, 1.0, 0.0)
+        words = [w.strip() for w in prefix_words if w.strip()]
+        prefix_tokens = self._tokenizer.encode(" " + " ".join(words)) if words else []
+        loop = asyncio.get_running_loop()
+        request = _Request(
+            samples, prefix_tokens, final, deadline, session_key, loop.create_future(), loop
+        )
+        with self._cond:
+            if self._closing:
+                raise EngineError("ASR engine is closed")
+            superseded = self._scheduler.submit(request)
+            self._cond.notify()
+        for old in superseded:
+            old.abandoned = True
+            self._resolve(old, exc=Superseded("a newer request from the same session replaced it"))
+        try:
+            return await request.future
+        except asyncio.CancelledError:
+            request.abandoned = True
+            with self._cond:
+                self._scheduler.cancel(request)
+            raise
+
+    def _resolve(
+        self, request: _Request, result: Hypothesis | None = None, exc: BaseException | None = None
+    ) -> None:
+        try:
+            request.loop.call_soon_threadsafe(_settle, request.future, result, exc)
+        except RuntimeError:
+            pass  # the caller's loop is closed: nobody is waiting for this result
+
+    # -- worker -------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._scheduler and not self._closing:
+                    self._cond.wait()
+                if self._closing and not (self._drain and self._scheduler):
+                    return
+                batch = self._scheduler.next_batch()
+            batch = [r for r in batch if not r.abandoned]
+            if not batch:
+                continue
+            try:
+                results = self._run_batch(batch)
+            except Exception as exc:
+                error = EngineError(f"ASR batch of {len(batch)} failed: {exc}")
+                error.__cause__ = exc
+                for request in batch:
+                    self._resolve(request, exc=error)
+                continue
+            for request, hypothesis in zip(batch, results, strict=True):
+                self._resolve(request, result=hypothesis)
+
+    def _log_mel(self, audio: FloatAudio) -> npt.NDArray[np.float32]:
+        # The extractor emits one frame past the audio; faster-whisper drops it too.
+        return np.asarray(self._features(audio)[:, :-1], dtype=np.float32)
+
+    def _padded_frames(self, content_s: float) -> int:
+        buckets = self._scheduler.bucket(content_s + TAIL_PAD_S)
+        return min(_MAX_FRAMES, buckets * self._frames_per_bucket)
+
+    def _run_batch(self, batch: list[_Request]) -> list[Hypothesis]:
+        import ctranslate2
+
+        tokenizer = self._tokenizer
+        t0 = time.perf_counter()
+        n_frames = max(self._padded_frames(r.content_s) for r in batch)
+        features = np.zeros((len(batch), self._model.n_mels, n_frames), dtype=np.float32)
+        content_frames: list[int] = []
+        for i, request in enumerate(batch):
+            mel = self._log_mel(request.audio)[:, :n_frames]
+            features[i, :, : mel.shape[1]] = mel
+            content_frames.append(mel.shape[1])
+        start = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        prompts = [start + r.prefix_tokens for r in batch]
+        max_audio_s = max(r.content_s for r in batch)
+        # CTranslate2 4.8's Whisper returns at most max_length // 2 tokens (prefix
+        # included; measured), hence the factor 2. The cap only stops repetition
+        # loops: greedy decoding ends at end-of-text long before it.
+        wanted = max(len(r.prefix_tokens) for r in batch) + _TOKENS_PER_S * max_audio_s + 10
+        max_length = min(_MAX_DECODE_TOKENS, 2 * math.ceil(wanted))
+        with self._model_lock:
+            t1 = time.perf_counter()
+            encoded = self._model.encode(ctranslate2.StorageView.from_array(features))
+            t2 = time.perf_counter()
+            generated = self._model.generate(
+                encoded,
+                prompts,
+                beam_size=self.beam_size,
+                max_length=max_length,
+                return_scores=True,
+                return_no_speech_prob=True,
+                suppress_blank=True,
+            )
+            t3 = time.perf_counter()
+            texts: list[list[int]] = []
+            for result in generated:
+                tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+                texts.append([] if self._is_silence(result) else tokens)
+            aligned: list[Any] = [None] * len(batch)
+            if any(len(t) > len(r.prefix_tokens) for t, r in zip(texts, batch, strict=True)):
+                aligned = self._model.align(
+                    encoded, tokenizer.sot_sequence, texts, content_frames, median_filter_width=7
+                )
+            t4 = time.perf_counter()
+        padded_s = n_frames / _FRAMES_PER_S
+        encode_ms, decode_ms, align_ms = (t2 - t1) * 1e3, (t3 - t2) * 1e3, (t4 - t3) * 1e3
+        self._timings.append(
+            BatchTiming(
+                len(batch),
+                padded_s,
+                sum(r.content_s for r in batch),
+                (t1 - t0) * 1e3,
+                encode_ms,
+                decode_ms,
+                align_ms,
+            )
+        )
+        hypotheses = []
+        for request, result, tokens, alignment in zip(
+            batch, generated, texts, aligned, strict=True
+        ):
+            words: tuple[Word, ...] = ()
+            if alignment is not None and len(tokens) > len(request.prefix_tokens):
+                words = self._words(
+                    tokens, alignment, len(request.prefix_tokens), request.content_s
+                )
+            hypotheses.append(
+                Hypothesis(
+                    words,
+                    encode_ms,
+                    decode_ms,
+                    align_ms,
+                    len(batch),
+                    padded_s,
+                    float(result.no_speech_prob),
+                    float(result.scores[0]) if result.scores else 0.0,
+                )
+            )
+        return hypotheses
+
+    def _is_silence(self, result: Any) -> bool:
+        avg_logprob = float(result.scores[0]) if result.scores else 0.0
+        return (
+            float(result.no_speech_prob) > self.no_speech_threshold
+            and avg_logprob < self.logprob_threshold
+        )
+
+    def _words(
+        self, tokens: list[int], alignment: Any, n_prefix: int, audio_s: float
+    ) -> tuple[Word, ...]:
+        """Words after the first ``n_prefix`` tokens, with times (s) from the alignment.
+
+        A word that begins inside the forced prefix belongs to the prefix and is left
+        out, along with punctuation that attaches to it. Words aligned to start at the
+        very end of the audio or later are dropped: nothing was heard there, and that
+        is where a repetition loop puts what it invents.
+        """
+        tokenizer = self._tokenizer
+        pieces, piece_tokens = tokenizer.split_to_word_tokens([*tokens, tokenizer.eot])
+        if len(piece_tokens) <= 1 or not alignment.alignments:
+            return ()
+        text_index = np.array([pair[0] for pair in alignment.alignments])
+        time_index = np.array([pair[1] for pair in alignment.alignments])
+        jumps = np.pad(np.diff(text_index), (1, 0), constant_values=1).astype(bool)
+        jump_s = time_index[jumps] / _ENCODER_FRAMES_PER_S
+        bounds = np.pad(np.cumsum([len(t) for t in piece_tokens[:-1]]), (1, 0))
+        if len(jump_s) < bounds[-1] + 1:
+            return ()
+        probs = np.asarray(alignment.text_token_probs, dtype=np.float64)
+        entries: list[list[Any]] = []  # [text, first token index, start, end, prob]
+        for i, piece in enumerate(pieces[:-1]):
+            lo, hi = int(bounds[i]), int(bounds[i + 1])
+            prob = float(probs[lo:hi].mean()) if hi > lo and hi <= len(probs) else 0.0
+            entries.append([piece, lo, float(jump_s[lo]), float(jump_s[hi]), prob])
+        _merge_punctuation(entries)
+        words: list[Word] = []
+        last_end = 0.0
+        for text, first_token, start_s, end_s, prob in entries:
+            text = text.strip()
+            if not text or first_token < n_prefix or all(c in string.punctuation for c in text):
+                continue
+            start_s = max(start_s, last_end)
+            if start_s >= audio_s - _END_GUARD_S:
+                break
+            end_s = min(max(end_s, start_s), audio_s)
+            last_end = end_s
+            words.append(Word(text, round(start_s, 3), round(end_s, 3), round(prob, 4)))
+        return tuple(words)
+
+    # -- measurement ----------------------------------------------------------------
+
+    def encoder_padding_speedup(self, audio: FloatAudio, repeats: int = 5) -> dict[str, float]:
+        """Time the encoder on ``audio`` padded to 30 s and to its bucket (blocking).
+
+        Returns ``{"padded_ms", "sized_ms", "speedup"}``: medians over ``repeats`` runs
+        after one warm-up each, and their ratio. Loads the model if needed; runs under
+        the model lock, so it waits for a batch in flight. Never call it on the loop.
+        """
+        import ctranslate2
+
+        self.load()
+        mel = self._log_mel(np.asarray(audio, dtype=np.float32))
+        result: dict[str, float] = {}
+        for name, frames in (("padded_ms", _MAX_FRAMES), ("sized_ms", None)):
+            n = frames or self._padded_frames(mel.shape[1] / _FRAMES_PER_S)
+            features = np.zeros((1, mel.shape[0], n), dtype=np.float32)
+            features[0, :, : min(n, mel.shape[1])] = mel[:, :n]
+            storage = ctranslate2.StorageView.from_array(features)
+            samples = []
+            with self._model_lock:
+                for i in range(repeats + 1):
+                    t = time.perf_counter()
+                    self._model.encode(storage, to_cpu=True)
+                    if i:
+                        samples.append((time.perf_counter() - t) * 1e3)
+            result[name] = float(np.median(samples))
+        result["speedup"] = result["padded_ms"] / result["sized_ms"]
+        return result
+
+
+def _merge_punctuation(entries: list[list[Any]]) -> None:
+    """Attach opening punctuation to the next word and closing punctuation to the previous.
+
+    Each entry is ``[text, first_token, start_s, end_s, prob]``; merged-away entries
+    are left with empty text. The merged word keeps the first token index of the
+    word it joins, so a prefix word keeps its trailing punctuation out of the result.
+    """
+    i, j = len(entries) - 2, len(entries) - 1
+    while i >= 0:
+        previous, following = entries[i], entries[j]
+        if (
+            previous[0].startswith(" ")
+            and previous[0].strip() in _PREPENDED
+            and previous[0].strip()
+        ):
+            following[0] = previous[0] + following[0]
+            following[1] = previous[1]
+            following[2] = previous[2]
+            previous[0] = ""
+        else:
+            j = i
+        i -= 1
+    i, j = 0, 1
+    while j < len(entries):
+        previous, following = entries[i], entries[j]
+        if (
+            previous[0]
+            and not previous[0].endswith(" ")
+            and following[0] in _APPENDED
+            and following[0]
+        ):
+            previous[0] = previous[0] + following[0]
+            following[0] = ""
+        else:
+            i = j
+        j += 1
