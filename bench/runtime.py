@@ -22,6 +22,7 @@ import statistics
 import time
 
 import numpy as np
+
 from voxline.pipeline.edge import FullPolicy
 from voxline.pipeline.frames import AudioFrame, ControlFrame, ControlKind
 from voxline.pipeline.graph import Graph

@@ -1,0 +1,508 @@
+"""Live captions end to end: accuracy, latency and real-time capacity for S sessions.
+
+Each session streams its own audio (``bench/testset.py``: Piper sentences, or ``--wavs
+DIR`` of X.wav + X.txt, separated by 0.8–1.2 s of silence, order rotated and start
+staggered per session) in 100 ms chunks at real-time pace, all sessions at once, either
+through the caption graph in this process (engines loaded once, shared) or to a running
+server (``--url ws://127.0.0.1:8000``). A chunk covering samples [a, b) is sent at
+``t0 + b / rate`` (when a live microphone would have it); how late each send is against
+that schedule is the send lag. ``t0`` is the wall time of sample 0 of every session.
+
+Every event's arrival is stamped with ``time.monotonic()``. Figures:
+
+- ``wer``: jiwer over all sessions, finals vs references (lowercase, no punctuation);
+- ``partial_lag_ms``: arrival of a partial minus ``t0 + end`` of its newest word;
+- ``final_latency_ms``: per sentence, arrival of the first final with
+  ``end >= speech_end - 0.3`` and ``start <= speech_end`` minus ``t0 + speech_end``
+  (speech_end: the last sample above 1 % of the clip's peak); none → ``finals_missing``;
+- ``committed_changes``: committed words of a partial that a later partial/final of the
+  same utterance changed (must be 0);
+- ``realtime_ok``: max send lag <= 0.5 s, no final missing, final latency max <= 3 s.
+
+The last line of stdout is one JSON object.
+
+    python bench/captions.py --json [--sessions 4] [--seconds 45] [--url ws://...]
+    python bench/captions.py --json --sweep 1,2,4,8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+try:  # run as a script (bench/ on sys.path) or imported as bench.captions
+    from testset import (
+        SAMPLE_RATE_HZ,
+        Stream,
+        build_stream,
+        load_wav_clips,
+        synthesize_clips,
+        utterance_audio,
+    )
+except ImportError:  # pragma: no cover
+    from .testset import (  # type: ignore[no-redef]
+        SAMPLE_RATE_HZ,
+        Stream,
+        build_stream,
+        load_wav_clips,
+        synthesize_clips,
+        utterance_audio,
+    )
+
+CHUNK_S = 0.100
+MAX_SEND_LAG_S = 0.5
+MAX_FINAL_LATENCY_MS = 3000.0
+FINAL_END_SLACK_S = 0.3
+
+
+# -- text ---------------------------------------------------------------------------
+
+
+def normalize(text: str) -> str:
+    """Lowercase, punctuation stripped (hyphens become spaces), whitespace collapsed."""
+    text = text.lower().replace("-", " ")
+    text = re.sub(r"[^\w\s]", "", text)
+    return " ".join(text.split())
+
+
+def _pct(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None}
+    arr = np.asarray(values, dtype=np.float64)
+    return {
+        "p50": round(float(np.percentile(arr, 50)), 1),
+        "p95": round(float(np.percentile(arr, 95)), 1),
+    }
+
+
+# -- one session ----------------------------------------------------------------------
+
+
+@dataclass
+class SessionRun:
+    """What one session sent and received."""
+
+    index: int
+    stream: Stream
+    t0: float = 0.0
+    send_lags_s: list[float] = field(default_factory=list)
+    events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # (arrival, event)
+    error: str | None = None
+    done_at: float = 0.0
+
+
+async def _paced_chunks(run: SessionRun) -> AsyncIterator[np.ndarray]:
+    audio = run.stream.audio
+    step = round(CHUNK_S * SAMPLE_RATE_HZ)
+    for a in range(0, len(audio), step):
+        b = min(a + step, len(audio))
+        due = run.t0 + b / SAMPLE_RATE_HZ
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        run.send_lags_s.append(max(0.0, time.monotonic() - due))
+        yield audio[a:b]
+
+
+async def _run_session(run: SessionRun, engines: Any, config: Any, url: str | None) -> None:
+    if url:
+        from voxline.clients.caption_client import caption_remote
+
+        events = caption_remote(url, _paced_chunks(run), SAMPLE_RATE_HZ)
+    else:
+        from voxline.clients.caption_runner import caption_locally
+
+        events = caption_locally(_paced_chunks(run), SAMPLE_RATE_HZ, config, engines=engines)
+    try:
+        async for event in events:
+            run.events.append((time.monotonic(), event))
+    except Exception as exc:  # one failed session is reported, not fatal to the run
+        run.error = f"{type(exc).__name__}: {exc}"
+    run.done_at = time.monotonic()
+
+
+# -- analysis -------------------------------------------------------------------------
+
+
+def _committed_changes(events: list[tuple[float, dict[str, Any]]]) -> int:
+    by_utt: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for _, ev in events:
+        if ev.get("type") in ("partial", "final"):
+            by_utt[ev.get("utterance")].append(ev)
+    changes = 0
+    for evs in by_utt.values():
+        committed: list[str] = []
+        for ev in evs:
+            words = [normalize(w["word"]) for w in ev.get("words", [])]
+            for k, word in enumerate(committed):
+                if k >= len(words) or words[k] != word:
+                    changes += 1
+            if ev["type"] == "partial":
+                n = int(ev.get("committed", 0))
+                if n > len(committed):
+                    committed.extend(words[len(committed) : n])
+    return changes
+
+
+def _analyse(runs: list[SessionRun], wall_s: float, cpu_util: float | None) -> dict[str, Any]:
+    import jiwer
+
+    refs, hyps, wer_per_session = [], [], []
+    partial_lags: list[float] = []
+    final_lat: list[float] = []
+    finals_missing = 0
+    partials = finals = committed_changes = 0
+    unmatched_finals = 0
+    send_lags: list[float] = []
+    per_session_max_lag: list[float] = []
+    errors = []
+    for run in runs:
+        if run.error:
+            errors.append({"session": run.index, "error": run.error})
+        send_lags += run.send_lags_s
+        per_session_max_lag.append(max(run.send_lags_s, default=0.0))
+        caption_events = [(t, e) for t, e in run.events if e.get("type") in ("partial", "final")]
+        fin = [(t, e) for t, e in caption_events if e["type"] == "final"]
+        partials += len(caption_events) - len(fin)
+        finals += len(fin)
+        for t, e in caption_events:
+            if e["type"] == "partial" and e.get("words"):
+                partial_lags.append((t - (run.t0 + float(e["words"][-1]["end"]))) * 1e3)
+        committed_changes += _committed_changes(run.events)
+        # WER: finals in stream order (by utterance, then arrival).
+        ordered = sorted(fin, key=lambda te: (te[1].get("utterance", 0), te[0]))
+        hyp = normalize(" ".join(e.get("text", "") for _, e in ordered))
+        ref = normalize(run.stream.reference)
+        refs.append(ref)
+        hyps.append(hyp)
+        wer_per_session.append(round(float(jiwer.wer(ref, hyp)) if hyp else 1.0, 4))
+        matched: set[int] = set()
+        for sentence in run.stream.sentences:
+            end_s = sentence.speech_end_s
+            hit = next(
+                (
+                    (i, t)
+                    for i, (t, e) in enumerate(fin)
+                    if e.get("words")
+                    and float(e["end"]) >= end_s - FINAL_END_SLACK_S
+                    and float(e["start"]) <= end_s
+                ),
+                None,
+            )
+            if hit is None:
+                finals_missing += 1
+            else:
+                matched.add(hit[0])
+                final_lat.append((hit[1] - (run.t0 + end_s)) * 1e3)
+        unmatched_finals += sum(
+            1 for i, (_, e) in enumerate(fin) if e.get("words") and i not in matched
+        )
+    ref_all, hyp_all = " ".join(refs), " ".join(hyps)
+    wer = round(float(jiwer.wer(ref_all, hyp_all)), 4) if hyp_all.strip() else 1.0
+    max_lag_ms = round(max(send_lags, default=0.0) * 1e3, 1)
+    final_max = round(max(final_lat), 1) if final_lat else None
+    realtime_ok = (
+        not errors
+        and all(lag <= MAX_SEND_LAG_S for lag in per_session_max_lag)
+        and finals_missing == 0
+        and final_max is not None
+        and final_max <= MAX_FINAL_LATENCY_MS
+    )
+    return {
+        "sessions": len(runs),
+        "audio_s_per_session": round(float(np.mean([r.stream.seconds for r in runs])), 2),
+        "sentences": sum(len(r.stream.sentences) for r in runs),
+        "wer": wer,
+        "wer_per_session": wer_per_session,
+        "partial_lag_ms": _pct(partial_lags),
+        "final_latency_ms": _pct(final_lat),
+        "final_latency_ms_max": final_max,
+        "finals_missing": finals_missing,
+        "finals_unmatched": unmatched_finals,
+        "max_send_lag_ms": max_lag_ms,
+        "send_lag_ms_p95": _pct([x * 1e3 for x in send_lags])["p95"],
+        "realtime_ok": realtime_ok,
+        "partials": partials,
+        "finals": finals,
+        "committed_changes": committed_changes,
+        "cpu_util": cpu_util,
+        "wall_s": round(wall_s, 2),
+        "errors": errors,
+    }
+
+
+def _batch_summary(timings: list[Any], wall_s: float) -> dict[str, Any] | None:
+    if not timings:
+        return None
+    busy_ms = sum(t.features_ms + t.encode_ms + t.decode_ms + t.align_ms for t in timings)
+    return {
+        "batches": len(timings),
+        "mean_batch_size": round(float(np.mean([t.batch_size for t in timings])), 2),
+        "max_batch_size": int(max(t.batch_size for t in timings)),
+        "mean_padded_s": round(float(np.mean([t.padded_s for t in timings])), 2),
+        "encode_ms": _pct([t.encode_ms for t in timings]),
+        "decode_ms": _pct([t.decode_ms for t in timings]),
+        "align_ms": _pct([t.align_ms for t in timings]),
+        "busy_frac": round(busy_ms / 1e3 / wall_s, 3) if wall_s > 0 else None,
+    }
+
+
+# -- server metrics (--url) -----------------------------------------------------------
+
+
+def _metrics_url(url: str) -> str:
+    base = url.replace("ws://", "http://", 1).replace("wss://", "https://", 1).rstrip("/")
+    if base.endswith("/v1/captions"):
+        base = base[: -len("/v1/captions")]
+    return base + "/metrics"
+
+
+def _scrape_cpu_seconds(url: str) -> float | None:
+    try:
+        with urllib.request.urlopen(_metrics_url(url), timeout=5) as response:
+            text = response.read().decode("utf-8", "replace")
+    except Exception:
+        return None
+    for line in text.splitlines():
+        if line.startswith("process_cpu_seconds_total"):
+            try:
+                return float(line.split()[-1])
+            except ValueError:
+                return None
+    return None
+
+
+# -- driver ---------------------------------------------------------------------------
+
+
+class _BatchCollector:
+    """Collects the engine's batch timings of one phase (its history holds only 256)."""
+
+    def __init__(self, recognizer: Any) -> None:
+        self.recognizer = recognizer
+        self.collected: list[Any] = []
+        self._seen = {id(t) for t in self._history()}
+        self._keep = list(self._history())  # keep ids unique while we remember them
+        self._task: asyncio.Task[None] | None = None
+
+    def _history(self) -> list[Any]:
+        return list(getattr(self.recognizer, "batch_timings", None) or [])
+
+    def poll(self) -> None:
+        for timing in self._history():
+            if id(timing) not in self._seen:
+                self._seen.add(id(timing))
+                self.collected.append(timing)
+
+    async def _loop(self) -> None:
+        while True:
+            self.poll()
+            await asyncio.sleep(0.25)
+
+    def __enter__(self) -> _BatchCollector:
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self.poll()
+
+
+async def _run_count(
+    n: int, clips: tuple[Any, ...], seconds: float, engines: Any, config: Any, url: str | None
+) -> tuple[dict[str, Any], list[SessionRun]]:
+    runs = [SessionRun(i, build_stream(clips, i, seconds)) for i in range(n)]
+    recognizer = getattr(engines, "recognizer", None)
+    collector = (
+        _BatchCollector(recognizer)
+        if recognizer is not None and hasattr(recognizer, "batch_timings")
+        else None
+    )
+    cpu_before = await asyncio.to_thread(_scrape_cpu_seconds, url) if url else None
+    t0 = time.monotonic() + 0.2
+    for run in runs:
+        run.t0 = t0
+    proc0 = time.process_time()
+    if collector is not None:
+        collector.__enter__()
+    try:
+        await asyncio.gather(*(_run_session(run, engines, config, url) for run in runs))
+    finally:
+        if collector is not None:
+            collector.__exit__()
+    wall = time.monotonic() - t0
+    proc = time.process_time() - proc0
+    cpus = os.cpu_count() or 1
+    if url:
+        cpu_after = await asyncio.to_thread(_scrape_cpu_seconds, url)
+        cpu_util = (
+            round((cpu_after - cpu_before) / wall / cpus, 3)
+            if cpu_before is not None and cpu_after is not None
+            else None
+        )
+    else:
+        cpu_util = round(proc / wall / cpus, 3)
+    result = _analyse(runs, wall, cpu_util)
+    if collector is not None:
+        result["asr_batches"] = _batch_summary(collector.collected, wall)
+    return result, runs
+
+
+def _dump_events(path: str, all_runs: list[list[SessionRun]]) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        for runs in all_runs:
+            for run in runs:
+                out.write(
+                    json.dumps(
+                        {
+                            "sessions": len(runs),
+                            "session": run.index,
+                            "sentences": [
+                                {
+                                    "text": s.text,
+                                    "speech_start_s": s.speech_start_s,
+                                    "speech_end_s": round(s.speech_end_s, 3),
+                                }
+                                for s in run.stream.sentences
+                            ],
+                            "events": [
+                                {"arrival_s": round(t - run.t0, 3), **e} for t, e in run.events
+                            ],
+                        }
+                    )
+                    + "\n"
+                )
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Build the test set, run every session count, return the result object."""
+    from voxline.config import load_config
+
+    config = load_config(overrides={"asr": {"model": args.model}})
+    if args.wavs:
+        clips = await asyncio.to_thread(load_wav_clips, args.wavs)
+    else:
+        clips = await asyncio.to_thread(synthesize_clips)
+    counts = [int(x) for x in args.sweep.split(",") if x.strip()] if args.sweep else [args.sessions]
+    five_s = utterance_audio(clips, 5.0)
+
+    engines = None
+    padding: dict[str, float] | None = None
+    load_s = None
+    if not args.url:
+        from voxline.pipeline.recipes.captioner import CaptionEngines
+
+        started = time.monotonic()
+        engines = await CaptionEngines.load(config.asr, config.vad)
+        load_s = round(time.monotonic() - started, 2)
+        # Measured before streaming (no contention); also warms the encoder up.
+        padding = await asyncio.to_thread(engines.recognizer.encoder_padding_speedup, five_s)
+        # Warm the decoder/aligner too, so the first session does not pay for it.
+        await engines.recognizer.transcribe(clips[0].audio, final=True, deadline=time.monotonic())
+    results: list[dict[str, Any]] = []
+    all_runs: list[list[SessionRun]] = []
+    try:
+        for i, n in enumerate(counts):
+            if i:
+                await asyncio.sleep(1.0)  # let queues empty between counts
+            result, runs = await _run_count(n, clips, args.seconds, engines, config, args.url)
+            results.append(result)
+            all_runs.append(runs)
+            if not args.json:
+                _print_summary(result)
+    finally:
+        if engines is not None:
+            await engines.close()
+    if args.url:
+        from voxline.models.asr import WhisperEngine
+
+        asr = config.asr
+        engine = WhisperEngine(
+            model=asr.model,
+            device=asr.device,
+            compute_type=asr.compute_type or None,
+            cpu_threads=asr.cpu_threads,
+        )
+        padding = await asyncio.to_thread(engine.encoder_padding_speedup, five_s)
+    if args.events_out:
+        _dump_events(args.events_out, all_runs)
+    common = {
+        "bench": "captions",
+        "mode": "remote" if args.url else "in_process",
+        "model": config.asr.model,
+        "test_set": args.wavs or "piper",
+        "seconds_target": args.seconds,
+        "encoder_padding_speedup": {k: round(v, 2) for k, v in padding.items()}
+        if padding
+        else None,
+        "engine_load_s": load_s,
+        "cpu_count": os.cpu_count(),
+    }
+    if not args.sweep:
+        return {**common, **results[0]}
+    ok = [r["sessions"] for r in results if r["realtime_ok"]]
+    return {**common, "sweep": results, "max_realtime_sessions": max(ok) if ok else 0}
+
+
+def _print_summary(r: dict[str, Any]) -> None:
+    print(
+        f"sessions={r['sessions']} audio={r['audio_s_per_session']}s wer={r['wer']} "
+        f"partial_lag_ms={r['partial_lag_ms']} final_latency_ms={r['final_latency_ms']} "
+        f"max={r['final_latency_ms_max']} missing={r['finals_missing']} "
+        f"max_send_lag_ms={r['max_send_lag_ms']} cpu_util={r['cpu_util']} "
+        f"committed_changes={r['committed_changes']} realtime_ok={r['realtime_ok']}"
+    )
+    if r.get("asr_batches"):
+        print(f"  asr_batches={r['asr_batches']}")
+    for e in r["errors"]:
+        print(f"  session {e['session']} failed: {e['error']}")
+
+
+def main() -> None:
+    """Parse arguments, run the benchmark, print the JSON object last."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=1, help="concurrent sessions")
+    parser.add_argument(
+        "--seconds", type=float, default=45.0, help="target audio length per session (s)"
+    )
+    parser.add_argument(
+        "--url",
+        default=None,
+        help="stream to a running server (ws://host:port) instead of in-process",
+    )
+    parser.add_argument(
+        "--wavs", default=None, help="directory of X.wav + X.txt instead of Piper sentences"
+    )
+    parser.add_argument("--model", default=None, help="ASR model name or path (config asr.model)")
+    parser.add_argument(
+        "--sweep", default=None, help="comma-separated session counts, e.g. 1,2,4,8"
+    )
+    parser.add_argument(
+        "--events-out", default=None, help="write every session's events as JSON lines here"
+    )
+    parser.add_argument("--json", action="store_true", help="print only the JSON object")
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    if not args.json:
+        if args.sweep:
+            print(f"max_realtime_sessions={result['max_realtime_sessions']}")
+        print(f"encoder_padding_speedup={result['encoder_padding_speedup']}")
+    sys.stdout.flush()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
