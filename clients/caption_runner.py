@@ -13,6 +13,9 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import numpy as np
+
+from voxline.config import Config
+from voxline.errors import GraphClosed, PipelineError
 from voxline.pipeline.frames import (
     AudioFrame,
     ControlFrame,
@@ -23,9 +26,6 @@ from voxline.pipeline.frames import (
 from voxline.pipeline.recipes.captioner import CaptionEngines, build_caption_graph
 from voxline.pipeline.stage import Stage
 from voxline.stream.caption_protocol import caption_event
-
-from voxline.config import Config
-from voxline.errors import GraphClosed, PipelineError
 
 
 async def caption_locally(

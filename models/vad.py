@@ -219,6 +219,15 @@ class SpeechSegmenter:
         """True between a ``SpeechStarted`` and its ``SpeechEnded``."""
         return self._speaking
 
+    @property
+    def quiet_since_samples(self) -> int | None:
+        """While speaking: the first quiet window of the current pause, or None.
+
+        A pause that lasts the hangover becomes a ``SpeechEnded``; one that ends sooner
+        was a pause inside speech. Stages use it to start work before the end is sure.
+        """
+        return self._quiet_since if self._speaking else None
+
     def push(self, pts_samples: int, probability: float) -> list[SpeechEvent]:
         """Take the probability of the window starting at ``pts_samples``; return events."""
         end = pts_samples + self._window

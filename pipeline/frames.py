@@ -110,6 +110,8 @@ class ControlKind(enum.Enum):
     """What a control frame asks of the stages that see it."""
 
     SPEECH_START = "speech_start"
+    SPEECH_PAUSE = "speech_pause"
+    SPEECH_RESUME = "speech_resume"
     SPEECH_STOP = "speech_stop"
     END_OF_TURN = "end_of_turn"
     INTERRUPT = "interrupt"

@@ -36,18 +36,27 @@ class StablePrefix:
 
     committed: list[Word] = field(default_factory=list)
     tentative: list[Word] = field(default_factory=list)
+    min_probability: float = 0.4
+    min_tail_s: float = 0.4
     _previous: list[str] = field(default_factory=list)
 
-    def update(self, continuation: Sequence[Word]) -> list[Word]:
+    def update(self, continuation: Sequence[Word], audio_end_s: float | None = None) -> list[Word]:
         """Take a new hypothesis for the words after ``committed``; return newly committed words.
 
         The longest common prefix (by normalized text) of this continuation and the
-        previous one is committed, using this continuation's timings.
+        previous one is committed, using this continuation's timings, but it stops
+        early at a word the model is unsure of (probability under ``min_probability``)
+        or, when ``audio_end_s`` is given, at a word ending within ``min_tail_s`` of the
+        end of the audio heard: both are where streaming hypotheses still flip
+        ("the water" that becomes "the weather" once the next word is heard). A wrong
+        commit is forever, since committed words are forced on the decoder.
         """
         current = [normalize_word(w.text) for w in continuation]
         agreed = 0
-        for previous_word, word in zip(self._previous, current, strict=False):
-            if not word or previous_word != word:
+        for previous_word, word, heard in zip(self._previous, current, continuation, strict=False):
+            if not word or previous_word != word or heard.probability < self.min_probability:
+                break
+            if audio_end_s is not None and heard.end_s > audio_end_s - self.min_tail_s:
                 break
             agreed += 1
         newly = list(continuation[:agreed])

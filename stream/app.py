@@ -16,10 +16,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from voxline.pipeline.recipes.captioner import CaptionEngines
 
 from voxline import __version__
 from voxline.config import Config
+from voxline.pipeline.recipes.captioner import CaptionEngines
 
 from .captions_ws import captions_endpoint
 from .metrics_http import metrics_registry, render_metrics

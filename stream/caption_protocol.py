@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from voxline.pipeline.frames import TranscriptFrame
 
 from voxline.errors import ProtocolError
+from voxline.pipeline.frames import TranscriptFrame
 
 MIN_SAMPLE_RATE_HZ = 8000
 MAX_SAMPLE_RATE_HZ = 48000

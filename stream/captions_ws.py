@@ -27,6 +27,8 @@ import time
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from voxline.errors import PipelineError, ProtocolError
 from voxline.pipeline.frames import (
     AudioFrame,
     ControlFrame,
@@ -35,8 +37,6 @@ from voxline.pipeline.frames import (
     TranscriptFrame,
 )
 from voxline.pipeline.recipes.captioner import CaptionGraph, build_caption_graph
-
-from voxline.errors import PipelineError, ProtocolError
 
 from .caption_protocol import (
     CaptionConfig,

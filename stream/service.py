@@ -10,10 +10,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from voxline.config import Config
 from voxline.pipeline.metrics import RuntimeMetrics
 from voxline.pipeline.recipes.captioner import CaptionEngines
-
-from voxline.config import Config
 
 
 @dataclass(slots=True)

@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from voxline.config import AsrConfig, VadConfig
 from voxline.models.asr import WhisperEngine
 from voxline.models.vad import SileroVadModel, SileroVadStream, SpeechSegmenter
-
-from voxline.config import AsrConfig, VadConfig
 
 from ..edge import Edge
 from ..graph import Graph

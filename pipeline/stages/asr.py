@@ -8,8 +8,15 @@ the VAD says speech began; no first word is cut).
 Output: ``TranscriptFrame``s. While an utterance is spoken, a partial at most every
 ``partial_interval_ms`` of audio (only one decode in flight per session, so a loaded
 engine lowers the partial rate instead of queueing); at ``SPEECH_STOP`` (or end of
-stream) one final. Committed words (``StablePrefix``) never change, and are passed
-to the recogniser as a forced prefix, so they also cost no decoder steps.
+stream) one final. Committed words (``StablePrefix``) never change: they are passed
+to the recogniser as a forced decoder prefix and kept verbatim in the final.
+
+Finals come fast. At ``SPEECH_PAUSE`` (quiet began, the end is not yet sure) a
+speculative final is decoded at once; if speech resumes it is thrown away, if the
+pause becomes ``SPEECH_STOP`` it is the final, with no decode left to wait for. And
+when that speculative text ends a sentence (. ? !) and the quiet has lasted
+``early_final_ms``, the final goes out before the VAD hangover ends; speech that
+resumes after it starts a new utterance.
 
 Bounded work: the audio re-decoded for a partial is at most ``max_window_s``; past
 that, committed words that are old enough are sealed and the window slides past them.
@@ -46,6 +53,20 @@ class AsrSettings:
     max_window_s: float = 12.0
     max_utterance_s: float = 25.0
     final_deadline_ms: float = 100.0
+    early_final_ms: float = 100.0
+    resume_pre_roll_s: float = 0.2
+
+SENTENCE_END = (".", "?", "!")
+
+
+@dataclass(frozen=True, slots=True)
+class _Speculative:
+    """A final decoded at a pause; valid while ``epoch`` and the committed count hold."""
+
+    epoch: int
+    committed: int
+    upto_samples: int
+    continuation: list[Word]
 
 
 @dataclass(slots=True)
@@ -60,6 +81,9 @@ class _Utterance:
     stable: StablePrefix = field(default_factory=StablePrefix)
     partials_sent: int = 0
     last_text: str = ""
+    paused_at_s: float | None = None
+    epoch: int = 0
+    speculative: _Speculative | None = None
 
     def append(self, audio: np.ndarray) -> None:
         self.chunks.append(audio)
@@ -80,6 +104,7 @@ class _Job:
     utterance: _Utterance
     upto_samples: int
     final: bool
+    speculative: bool = False
 
 
 class StreamingAsrStage(Stage):
@@ -99,6 +124,8 @@ class StreamingAsrStage(Stage):
         self._job_ready = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._stream_end_s = 0.0
+        self._closed_early = False
+        self._last_final_end_s = 0.0
 
     async def on_start(self) -> None:
         """Start the per-session decode worker (owned by this stage)."""
@@ -128,10 +155,18 @@ class StreamingAsrStage(Stage):
         if isinstance(frame, AudioFrame):
             self._on_audio(frame)
         elif isinstance(frame, ControlFrame):
-            if frame.kind is ControlKind.SPEECH_START:
-                self._start_utterance(frame)
-            elif frame.kind is ControlKind.SPEECH_STOP:
-                self._stop_utterance(frame.media_time_s)
+            kind = frame.kind
+            if kind is ControlKind.SPEECH_START:
+                self._start_utterance(frame.turn, frame.media_time_s)
+            elif kind is ControlKind.SPEECH_PAUSE:
+                self._on_pause(frame.media_time_s)
+            elif kind is ControlKind.SPEECH_RESUME:
+                self._on_resume(frame)
+            elif kind is ControlKind.SPEECH_STOP:
+                if self._closed_early:
+                    self._closed_early = False
+                else:
+                    self._stop_utterance(frame.media_time_s)
             await self.emit(frame)
         else:
             await self.emit(frame)
@@ -151,7 +186,10 @@ class StreamingAsrStage(Stage):
         heard_ms = (utterance.samples - self._last_partial_samples) * 1000 / ASR_RATE_HZ
         if utterance.samples / ASR_RATE_HZ >= settings.max_utterance_s and not utterance.stable.committed:
             self._stop_utterance(utterance.start_s + utterance.samples / ASR_RATE_HZ)
-            self._start_utterance(ControlFrame(turn=frame.turn, kind=ControlKind.SPEECH_START, media_time_s=frame.end_s))
+            self._start_utterance(frame.turn, frame.end_s)
+            return
+        if utterance.paused_at_s is not None:
+            self._maybe_finish_early()
             return
         if (
             heard_ms >= settings.partial_interval_ms
@@ -161,12 +199,48 @@ class StreamingAsrStage(Stage):
             self._last_partial_samples = utterance.samples
             self._enqueue(_Job(utterance, utterance.samples, final=False))
 
-    def _start_utterance(self, frame: ControlFrame) -> None:
+    def _on_pause(self, at_s: float) -> None:
+        utterance = self._utterance
+        if utterance is None:
+            return
+        utterance.paused_at_s = at_s
+        self._jobs = deque(j for j in self._jobs if j.final or j.utterance is not utterance)
+        self._enqueue(_Job(utterance, utterance.samples, final=True, speculative=True))
+
+    def _on_resume(self, frame: ControlFrame) -> None:
+        utterance = self._utterance
+        if utterance is not None:
+            utterance.paused_at_s = None
+            utterance.epoch += 1
+            utterance.speculative = None
+        elif self._closed_early:
+            # Speech went on after an early final: it is a new utterance.
+            self._closed_early = False
+            start_s = max(self._last_final_end_s, frame.media_time_s - self.settings.resume_pre_roll_s)
+            self._start_utterance(frame.turn, start_s)
+
+    def _maybe_finish_early(self) -> None:
+        """Close the utterance now if its speculative final ends a sentence and the pause is long enough."""
+        utterance = self._utterance
+        if utterance is None or utterance.paused_at_s is None or self.settings.early_final_ms <= 0:
+            return
+        speculative = utterance.speculative
+        if speculative is None or speculative.epoch != utterance.epoch:
+            return
+        words = utterance.sealed + utterance.stable.committed + speculative.continuation
+        if not words or not words[-1].text.endswith(SENTENCE_END):
+            return
+        if (self._stream_end_s - utterance.paused_at_s) * 1000 < self.settings.early_final_ms:
+            return
+        self._stop_utterance(-1.0)
+        self._closed_early = True
+
+    def _start_utterance(self, turn: int, start_s: float) -> None:
         if self._utterance is not None:
             return
-        start_s = frame.media_time_s if frame.media_time_s >= 0 else self._stream_end_s
+        start_s = start_s if start_s >= 0 else self._stream_end_s
         self._utterance_count += 1
-        utterance = _Utterance(self._utterance_count, start_s=start_s, turn=frame.turn)
+        utterance = _Utterance(self._utterance_count, start_s=start_s, turn=turn)
         first = True
         for old in self._ring:
             if old.end_s <= start_s:
@@ -199,6 +273,8 @@ class StreamingAsrStage(Stage):
 
     async def on_end_of_stream(self, frame: ControlFrame) -> None:
         """Finalize the open utterance, wait for every queued decode, then forward."""
+        if self._utterance is not None and self._utterance.paused_at_s is None:
+            self._utterance.epoch += 1  # audio may have been added since a speculative final
         self._stop_utterance(-1.0)
         self._enqueue(_Job(_Utterance(-1, 0.0, 0), 0, final=True))  # sentinel: worker exits
         worker = self._worker
@@ -228,48 +304,78 @@ class StreamingAsrStage(Stage):
 
     async def _decode(self, job: _Job) -> None:
         utterance = job.utterance
+        speculative = utterance.speculative
+        if job.final and not job.speculative and speculative is not None and speculative.epoch == utterance.epoch \
+                and speculative.committed == len(utterance.stable.committed):
+            await self._emit_final(utterance, speculative.continuation, speculative.upto_samples)
+            return
+        continuation = await self._recognise(job)
+        if continuation is None:
+            return
+        if job.speculative:
+            if utterance.paused_at_s is not None:
+                utterance.speculative = _Speculative(
+                    utterance.epoch, len(utterance.stable.committed), job.upto_samples, continuation
+                )
+                if self._utterance is utterance:
+                    self._maybe_finish_early()
+        elif job.final:
+            await self._emit_final(utterance, continuation, job.upto_samples)
+        else:
+            await self._emit_partial(utterance, continuation, job.upto_samples)
+
+    async def _recognise(self, job: _Job) -> list[Word] | None:
+        """Decode the job's window; its words after the committed prefix, in stream time.
+
+        None when a newer request of this session superseded a partial.
+        """
+        utterance = job.utterance
         settings = self.settings
         self._slide_window(utterance, job.upto_samples)
         audio = utterance.window(job.upto_samples)
         offset_s = utterance.window_start_s
-        audio_end_s = utterance.start_s + job.upto_samples / ASR_RATE_HZ
         prefix = [w.text for w in utterance.stable.committed]
         budget_ms = settings.final_deadline_ms if job.final else settings.partial_interval_ms
-        result = None
-        if len(audio) >= ASR_RATE_HZ // 10:
-            try:
-                result = await self.engine.transcribe(
-                    audio,
-                    prefix_words=prefix,
-                    final=job.final,
-                    deadline=time.monotonic() + budget_ms / 1000,
-                    session_key=self,
-                )
-            except Superseded:
-                if job.final:
-                    raise
-                return
-        heard = [] if result is None else cut_repetition(prefix, result.words)
-        continuation = [Word(w.text, w.start_s + offset_s, w.end_s + offset_s, w.probability) for w in heard]
-        if job.final:
-            words = utterance.sealed + utterance.stable.finish(continuation)
-            if not words and utterance.partials_sent == 0:
-                return
-            out = TranscriptFrame(
-                turn=utterance.turn, utterance=utterance.index, is_final=True, words=tuple(words),
-                committed=len(words), audio_end_s=audio_end_s, made_time=time.monotonic(),
+        if len(audio) < ASR_RATE_HZ // 10:
+            return []
+        try:
+            result = await self.engine.transcribe(
+                audio,
+                prefix_words=prefix,
+                final=job.final,
+                deadline=time.monotonic() + budget_ms / 1000,
+                session_key=self,
             )
-        else:
-            utterance.stable.update(continuation)
-            committed = utterance.sealed + utterance.stable.committed
-            words = committed + utterance.stable.tentative
-            text = " ".join(w.text for w in words)
-            if not words or text == utterance.last_text:
-                return
-            utterance.last_text = text
-            utterance.partials_sent += 1
-            out = TranscriptFrame(
-                turn=utterance.turn, utterance=utterance.index, is_final=False, words=tuple(words),
-                committed=len(committed), audio_end_s=audio_end_s, made_time=time.monotonic(),
-            )
-        await self.emit(out)
+        except Superseded:
+            if job.final:
+                raise
+            return None
+        heard = cut_repetition(prefix, result.words)
+        return [Word(w.text, w.start_s + offset_s, w.end_s + offset_s, w.probability) for w in heard]
+
+    async def _emit_final(self, utterance: _Utterance, continuation: list[Word], upto_samples: int) -> None:
+        words = utterance.sealed + utterance.stable.finish(continuation)
+        audio_end_s = utterance.start_s + upto_samples / ASR_RATE_HZ
+        if words:
+            self._last_final_end_s = max(self._last_final_end_s, words[-1].end_s)
+        if not words and utterance.partials_sent == 0:
+            return
+        await self.emit(TranscriptFrame(
+            turn=utterance.turn, utterance=utterance.index, is_final=True, words=tuple(words),
+            committed=len(words), audio_end_s=audio_end_s, made_time=time.monotonic(),
+        ))
+
+    async def _emit_partial(self, utterance: _Utterance, continuation: list[Word], upto_samples: int) -> None:
+        utterance.stable.update(continuation, audio_end_s=utterance.start_s + upto_samples / ASR_RATE_HZ)
+        committed = utterance.sealed + utterance.stable.committed
+        words = committed + utterance.stable.tentative
+        text = " ".join(w.text for w in words)
+        if not words or text == utterance.last_text:
+            return
+        utterance.last_text = text
+        utterance.partials_sent += 1
+        await self.emit(TranscriptFrame(
+            turn=utterance.turn, utterance=utterance.index, is_final=False, words=tuple(words),
+            committed=len(committed), audio_end_s=utterance.start_s + upto_samples / ASR_RATE_HZ,
+            made_time=time.monotonic(),
+        ))
