@@ -43,6 +43,7 @@ from voxline.models.batch_scheduler import BatchScheduler
 from voxline.models.device import choose_device, default_compute_type
 from voxline.models.registry import DEFAULT_ASR_MODEL, resolve_asr_model
 from voxline.pipeline.frames import Word
+from voxline.pipeline.stable_prefix import cut_repetition
 
 __all__ = [
     "ASR_SAMPLE_RATE_HZ",
@@ -125,6 +126,7 @@ class _Request:
     future: asyncio.Future[Hypothesis]
     loop: asyncio.AbstractEventLoop
     abandoned: bool = False
+    prefix_words: tuple[str, ...] = ()
     content_s: float = field(init=False)  # length of the audio (s)
     audio_s: float = field(init=False)  # length the scheduler buckets: audio + tail pad (s)
 
@@ -347,7 +349,8 @@ class WhisperEngine:
         prefix_tokens = self._tokenizer.encode(" " + " ".join(words)) if words else []
         loop = asyncio.get_running_loop()
         request = _Request(
-            samples, prefix_tokens, final, deadline, session_key, loop.create_future(), loop
+            samples, prefix_tokens, final, deadline, session_key, loop.create_future(), loop,
+            prefix_words=tuple(words),
         )
         with self._cond:
             if self._closing:
@@ -471,6 +474,8 @@ class WhisperEngine:
                 words = self._words(
                     tokens, alignment, len(request.prefix_tokens), request.content_s
                 )
+                # Greedy Whisper loops on some sized inputs; cut a tandem repeat.
+                words = tuple(cut_repetition(request.prefix_words, words))
             hypotheses.append(
                 Hypothesis(
                     words,

@@ -1,0 +1,140 @@
+"""The streaming ASR stage's own logic, around a scripted recogniser (a unit test fake).
+
+The real Whisper path is covered end to end in tests/e2e; here the recogniser "hears"
+one word per 0.3 s of audio so that pauses, resumes and early finals are exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+
+from voxline.pipeline.frames import (
+    AudioFrame,
+    ControlFrame,
+    ControlKind,
+    Frame,
+    TranscriptFrame,
+    Word,
+)
+from voxline.pipeline.graph import Graph
+from voxline.pipeline.stages.asr import AsrSettings, StreamingAsrStage
+
+RATE = 16000
+SCRIPT = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten."]
+
+
+class Result:
+    def __init__(self, words: tuple[Word, ...]) -> None:
+        self.words = words
+
+
+class ScriptedRecognizer:
+    """Hears SCRIPT[i] in [0.3 i, 0.3 i + 0.25) s of whatever audio it is given."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, bool, tuple[str, ...]]] = []
+
+    async def transcribe(self, audio: np.ndarray, *, prefix_words: Sequence[str] = (), final: bool, deadline: float,
+                         session_key: Hashable | None = None) -> Result:
+        seconds = len(audio) / RATE
+        self.calls.append((seconds, final, tuple(prefix_words)))
+        await asyncio.sleep(0.001)
+        heard = [Word(t, 0.3 * i, 0.3 * i + 0.25, 0.9) for i, t in enumerate(SCRIPT) if 0.3 * i + 0.25 <= seconds]
+        return Result(tuple(heard[len(prefix_words):]))
+
+
+async def run(frames: list[Frame], settings: AsrSettings | None = None) -> tuple[list[TranscriptFrame], ScriptedRecognizer]:
+    recognizer = ScriptedRecognizer()
+    graph = Graph("asr-test")
+    stage = StreamingAsrStage(recognizer, settings or AsrSettings(partial_interval_ms=300))
+    inbox = graph.input_to(stage, maxsize=1000)
+    out = graph.output_from(stage, maxsize=1000)
+    await graph.start()
+    for frame in frames:
+        await inbox.put(frame)
+        await asyncio.sleep(0.002)  # let the worker run as it would between live frames
+    assert await graph.drain(5)
+    transcripts = []
+    while (frame := out.get_nowait()) is not None:
+        if isinstance(frame, TranscriptFrame):
+            transcripts.append(frame)
+    return transcripts, recognizer
+
+
+def audio(start_s: float, seconds: float) -> list[Frame]:
+    step = 320
+    first = round(start_s * RATE)
+    n = round(seconds * RATE)
+    return [AudioFrame(turn=0, samples=np.zeros(min(step, n - i), np.float32), sample_rate_hz=RATE, pts_samples=first + i)
+            for i in range(0, n, step)]
+
+
+def control(kind: ControlKind, at_s: float) -> ControlFrame:
+    return ControlFrame(turn=0, kind=kind, media_time_s=at_s)
+
+
+def finals(transcripts: list[TranscriptFrame]) -> list[str]:
+    return [t.text for t in transcripts if t.is_final]
+
+
+async def test_an_utterance_starts_where_the_vad_says_even_in_the_past() -> None:
+    frames = [*audio(0, 1.0), control(ControlKind.SPEECH_START, 0.4), *audio(1.0, 0.6), control(ControlKind.SPEECH_STOP, 1.6)]
+    transcripts, _recognizer = await run(frames)
+    assert finals(transcripts) == ["one two three four"]  # 1.2 s of audio from 0.4 s
+    assert transcripts[-1].words[0].start_s == 0.4
+
+
+async def test_a_pause_that_becomes_the_end_is_finalized_without_a_second_decode() -> None:
+    frames = [control(ControlKind.SPEECH_START, 0), *audio(0, 0.9), control(ControlKind.SPEECH_PAUSE, 0.9),
+              *audio(0.9, 0.05), control(ControlKind.SPEECH_STOP, 0.95)]
+    transcripts, recognizer = await run(frames, AsrSettings(partial_interval_ms=10_000))
+    assert finals(transcripts) == ["one two three"]
+    assert sum(1 for _, final, _ in recognizer.calls if final) == 1
+
+
+async def test_speech_that_resumes_after_a_pause_throws_the_speculative_final_away() -> None:
+    frames = [control(ControlKind.SPEECH_START, 0), *audio(0, 0.6), control(ControlKind.SPEECH_PAUSE, 0.6),
+              *audio(0.6, 0.06), control(ControlKind.SPEECH_RESUME, 0.66), *audio(0.66, 0.9),
+              control(ControlKind.SPEECH_STOP, 1.56)]
+    transcripts, _ = await run(frames, AsrSettings(partial_interval_ms=10_000))
+    assert finals(transcripts) == ["one two three four five"]
+
+
+async def test_a_complete_sentence_is_final_before_the_hangover_and_speech_after_it_is_a_new_utterance() -> None:
+    recognizer = ScriptedRecognizer()
+    graph = Graph("asr-test")
+    stage = StreamingAsrStage(recognizer, AsrSettings(partial_interval_ms=10_000, early_final_ms=100))
+    inbox = graph.input_to(stage, maxsize=1000)
+    out = graph.output_from(stage, maxsize=1000)
+    await graph.start()
+    for frame in [control(ControlKind.SPEECH_START, 0), *audio(0, 3.0), control(ControlKind.SPEECH_PAUSE, 3.0), *audio(3.0, 0.2)]:
+        await inbox.put(frame)
+        await asyncio.sleep(0.002)
+    await asyncio.sleep(0.05)
+    early = [f for f in iter(out.get_nowait, None) if isinstance(f, TranscriptFrame)]
+    assert [f.text for f in early if f.is_final] == ["one two three four five six seven eight nine ten."]
+    for frame in [control(ControlKind.SPEECH_RESUME, 3.3), *audio(3.2, 0.7), control(ControlKind.SPEECH_STOP, 3.9)]:
+        await inbox.put(frame)
+    assert await graph.drain(5)
+    late = [f for f in iter(out.get_nowait, None) if isinstance(f, TranscriptFrame) and f.is_final]
+    assert len(late) == 1 and late[0].utterance == early[-1].utterance + 1
+    assert late[0].words[0].start_s >= 3.0  # the new utterance starts after the early final
+
+
+async def test_end_of_stream_mid_speech_still_gives_the_final() -> None:
+    transcripts, _ = await run([control(ControlKind.SPEECH_START, 0), *audio(0, 0.7)])
+    assert finals(transcripts) == ["one two"]
+
+
+async def test_committed_words_never_change_and_long_speech_slides_the_window() -> None:
+    settings = AsrSettings(partial_interval_ms=300, max_window_s=1.2)
+    transcripts, recognizer = await run([control(ControlKind.SPEECH_START, 0), *audio(0, 3.0)], settings)
+    partials = [t for t in transcripts if not t.is_final]
+    assert len(partials) >= 3
+    for i, earlier in enumerate(partials):
+        for later in transcripts[i + 1:]:
+            assert [w.text for w in later.words[: earlier.committed]] == [w.text for w in earlier.words[: earlier.committed]]
+    assert max(seconds for seconds, _, _ in recognizer.calls) < 3.0  # never re-decoded it all
