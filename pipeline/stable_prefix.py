@@ -71,19 +71,6 @@ class StablePrefix:
         self.reset()
         return words
 
-    def seal_before(self, time_s: float) -> list[Word]:
-        """Remove and return committed words that end at or before ``time_s``.
-
-        Used when the recogniser's window slides past them: they stay committed (the
-        caller keeps them), but are no longer part of the decoder prefix.
-        """
-        sealed = 0
-        while sealed < len(self.committed) and self.committed[sealed].end_s <= time_s:
-            sealed += 1
-        out = self.committed[:sealed]
-        del self.committed[:sealed]
-        return out
-
     def reset(self) -> None:
         """Forget everything (a new utterance begins)."""
         self.committed.clear()

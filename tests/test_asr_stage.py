@@ -7,6 +7,7 @@ one word per 0.3 s of audio so that pauses, resumes and early finals are exact.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Hashable, Sequence
 
 import numpy as np
@@ -31,8 +32,20 @@ class Result:
         self.words = words
 
 
+WORD_S = 0.3
+
+
+def word_at(t_s: float) -> float:
+    """The sample value that encodes which SCRIPT word is spoken at stream time ``t_s``."""
+    return (int(t_s / WORD_S) % len(SCRIPT) + 1) / 100
+
+
 class ScriptedRecognizer:
-    """Hears SCRIPT[i] in [0.3 i, 0.3 i + 0.25) s of whatever audio it is given."""
+    """Hears SCRIPT[k] wherever the audio holds the value (k + 1) / 100 for >= 0.2 s.
+
+    The words are written into the audio itself (see ``audio``), so windows that start
+    anywhere in the stream are heard correctly.
+    """
 
     def __init__(self) -> None:
         self.calls: list[tuple[float, bool, tuple[str, ...]]] = []
@@ -42,7 +55,11 @@ class ScriptedRecognizer:
         seconds = len(audio) / RATE
         self.calls.append((seconds, final, tuple(prefix_words)))
         await asyncio.sleep(0.001)
-        heard = [Word(t, 0.3 * i, 0.3 * i + 0.25, 0.9) for i, t in enumerate(SCRIPT) if 0.3 * i + 0.25 <= seconds]
+        heard = []
+        edges = [0, *(np.flatnonzero(np.diff(audio)) + 1).tolist(), len(audio)]
+        for lo, hi in itertools.pairwise(edges):
+            if (hi - lo) / RATE >= 0.2 and audio[lo] > 0:
+                heard.append(Word(SCRIPT[round(audio[lo] * 100) - 1], lo / RATE, hi / RATE, 0.9))
         return Result(tuple(heard[len(prefix_words):]))
 
 
@@ -54,9 +71,11 @@ async def run(frames: list[Frame], settings: AsrSettings | None = None) -> tuple
     out = graph.output_from(stage, maxsize=1000)
     await graph.start()
     for frame in frames:
+        if inbox.closed:
+            raise AssertionError("the stage failed") from graph.error
         await inbox.put(frame)
         await asyncio.sleep(0.002)  # let the worker run as it would between live frames
-    assert await graph.drain(5)
+    assert await graph.drain(5), graph.error
     transcripts = []
     while (frame := out.get_nowait()) is not None:
         if isinstance(frame, TranscriptFrame):
@@ -68,7 +87,8 @@ def audio(start_s: float, seconds: float) -> list[Frame]:
     step = 320
     first = round(start_s * RATE)
     n = round(seconds * RATE)
-    return [AudioFrame(turn=0, samples=np.zeros(min(step, n - i), np.float32), sample_rate_hz=RATE, pts_samples=first + i)
+    values = np.array([word_at((first + i) / RATE) for i in range(n)], dtype=np.float32)
+    return [AudioFrame(turn=0, samples=values[i : i + step], sample_rate_hz=RATE, pts_samples=first + i)
             for i in range(0, n, step)]
 
 
@@ -83,7 +103,7 @@ def finals(transcripts: list[TranscriptFrame]) -> list[str]:
 async def test_an_utterance_starts_where_the_vad_says_even_in_the_past() -> None:
     frames = [*audio(0, 1.0), control(ControlKind.SPEECH_START, 0.4), *audio(1.0, 0.6), control(ControlKind.SPEECH_STOP, 1.6)]
     transcripts, _recognizer = await run(frames)
-    assert finals(transcripts) == ["one two three four"]  # 1.2 s of audio from 0.4 s
+    assert finals(transcripts) == ["two three four five"]  # 1.2 s of audio from 0.4 s
     assert transcripts[-1].words[0].start_s == 0.4
 
 
@@ -129,12 +149,17 @@ async def test_end_of_stream_mid_speech_still_gives_the_final() -> None:
     assert finals(transcripts) == ["one two"]
 
 
-async def test_committed_words_never_change_and_long_speech_slides_the_window() -> None:
+async def test_committed_words_never_change_and_long_speech_is_split_into_bounded_utterances() -> None:
     settings = AsrSettings(partial_interval_ms=300, max_window_s=1.2)
     transcripts, recognizer = await run([control(ControlKind.SPEECH_START, 0), *audio(0, 3.0)], settings)
-    partials = [t for t in transcripts if not t.is_final]
-    assert len(partials) >= 3
-    for i, earlier in enumerate(partials):
-        for later in transcripts[i + 1:]:
-            assert [w.text for w in later.words[: earlier.committed]] == [w.text for w in earlier.words[: earlier.committed]]
-    assert max(seconds for seconds, _, _ in recognizer.calls) < 3.0  # never re-decoded it all
+    by_utterance: dict[int, list[TranscriptFrame]] = {}
+    for t in transcripts:
+        by_utterance.setdefault(t.utterance, []).append(t)
+    assert len(by_utterance) >= 2  # split while speaking, no pause needed
+    for seq in by_utterance.values():
+        assert seq[-1].is_final and sum(t.is_final for t in seq) == 1
+        for i, earlier in enumerate(seq):
+            for later in seq[i + 1 :]:
+                assert [w.text for w in later.words[: earlier.committed]] == [w.text for w in earlier.words[: earlier.committed]]
+    assert " ".join(finals(transcripts)) == " ".join(SCRIPT)  # nothing lost or doubled at the cuts
+    assert max(seconds for seconds, _, _ in recognizer.calls) <= 1.2 + 0.4  # bounded re-decoding

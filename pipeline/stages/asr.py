@@ -18,9 +18,12 @@ when that speculative text ends a sentence (. ? !) and the quiet has lasted
 ``early_final_ms``, the final goes out before the VAD hangover ends; speech that
 resumes after it starts a new utterance.
 
-Bounded work: the audio re-decoded for a partial is at most ``max_window_s``; past
-that, committed words that are old enough are sealed and the window slides past them.
-An utterance with nothing committed is cut with a final at ``max_utterance_s``.
+Bounded work and memory: when an utterance's window passes ``max_window_s`` (a long
+run of speech with no pause), its committed words go out as a final and the rest of
+the speech continues as a new utterance, with the audio before the cut released; an
+utterance with nothing committed is cut with a final at ``max_utterance_s``. So a
+partial re-decodes at most about ``max_window_s`` of audio and carries only its own
+utterance's words, however long the speaker goes on.
 All other stages' frames pass through unchanged.
 """
 
@@ -76,8 +79,8 @@ class _Utterance:
     turn: int
     chunks: list[np.ndarray] = field(default_factory=list)
     samples: int = 0
-    trim_samples: int = 0
-    sealed: list[Word] = field(default_factory=list)
+    trim_samples: int = 0  # where the current window starts, from the utterance start
+    dropped_samples: int = 0  # audio released from the front of the buffer
     stable: StablePrefix = field(default_factory=StablePrefix)
     partials_sent: int = 0
     last_text: str = ""
@@ -90,9 +93,18 @@ class _Utterance:
         self.samples += len(audio)
 
     def window(self, upto_samples: int) -> np.ndarray:
+        if not self.chunks:
+            return np.zeros(0, np.float32)
         if len(self.chunks) > 1:
             self.chunks = [np.concatenate(self.chunks)]
-        return self.chunks[0][self.trim_samples : upto_samples] if self.chunks else np.zeros(0, np.float32)
+        return self.chunks[0][self.trim_samples - self.dropped_samples : upto_samples - self.dropped_samples]
+
+    def cut_before(self, samples: int) -> None:
+        """Start the window at ``samples`` (from the utterance start) and free the audio before it."""
+        self.window(self.samples)  # joins the chunks
+        if self.chunks:
+            self.chunks = [self.chunks[0][samples - self.dropped_samples :].copy()]
+        self.trim_samples = self.dropped_samples = samples
 
     @property
     def window_start_s(self) -> float:
@@ -227,7 +239,7 @@ class StreamingAsrStage(Stage):
         speculative = utterance.speculative
         if speculative is None or speculative.epoch != utterance.epoch:
             return
-        words = utterance.sealed + utterance.stable.committed + speculative.continuation
+        words = utterance.stable.committed + speculative.continuation
         if not words or not words[-1].text.endswith(SENTENCE_END):
             return
         if (self._stream_end_s - utterance.paused_at_s) * 1000 < self.settings.early_final_ms:
@@ -292,15 +304,23 @@ class StreamingAsrStage(Stage):
                 return
             await self._decode(job)
 
-    def _slide_window(self, utterance: _Utterance, upto_samples: int) -> None:
+    async def _split_if_long(self, utterance: _Utterance, upto_samples: int) -> None:
+        """Past ``max_window_s`` of window, send the committed words as a final of their own.
+
+        The speech after them goes on as a new utterance (new index), so partials stay
+        short and the audio before the cut is released.
+        """
         window_s = (upto_samples - utterance.trim_samples) / ASR_RATE_HZ
-        if window_s <= self.settings.max_window_s:
+        committed = list(utterance.stable.committed)
+        if window_s <= self.settings.max_window_s or not committed:
             return
-        keep_from_s = utterance.start_s + upto_samples / ASR_RATE_HZ - self.settings.max_window_s / 2
-        sealed = utterance.stable.seal_before(keep_from_s)
-        if sealed:
-            utterance.sealed.extend(sealed)
-            utterance.trim_samples = max(utterance.trim_samples, round((sealed[-1].end_s - utterance.start_s) * ASR_RATE_HZ))
+        cut = round((committed[-1].end_s - utterance.start_s) * ASR_RATE_HZ)
+        await self._emit_final(utterance, [], upto_samples, words=committed)
+        utterance.cut_before(max(utterance.trim_samples, min(cut, upto_samples)))
+        self._utterance_count += 1
+        utterance.index = self._utterance_count
+        utterance.partials_sent = 0
+        utterance.last_text = ""
 
     async def _decode(self, job: _Job) -> None:
         utterance = job.utterance
@@ -331,7 +351,8 @@ class StreamingAsrStage(Stage):
         """
         utterance = job.utterance
         settings = self.settings
-        self._slide_window(utterance, job.upto_samples)
+        if not job.final:
+            await self._split_if_long(utterance, job.upto_samples)
         audio = utterance.window(job.upto_samples)
         offset_s = utterance.window_start_s
         prefix = [w.text for w in utterance.stable.committed]
@@ -353,8 +374,13 @@ class StreamingAsrStage(Stage):
         heard = cut_repetition(prefix, result.words)
         return [Word(w.text, w.start_s + offset_s, w.end_s + offset_s, w.probability) for w in heard]
 
-    async def _emit_final(self, utterance: _Utterance, continuation: list[Word], upto_samples: int) -> None:
-        words = utterance.sealed + utterance.stable.finish(continuation)
+    async def _emit_final(
+        self, utterance: _Utterance, continuation: list[Word], upto_samples: int, words: list[Word] | None = None
+    ) -> None:
+        if words is None:
+            words = utterance.stable.finish(continuation)
+        else:
+            utterance.stable.reset()
         audio_end_s = utterance.start_s + upto_samples / ASR_RATE_HZ
         if words:
             self._last_final_end_s = max(self._last_final_end_s, words[-1].end_s)
@@ -367,7 +393,7 @@ class StreamingAsrStage(Stage):
 
     async def _emit_partial(self, utterance: _Utterance, continuation: list[Word], upto_samples: int) -> None:
         utterance.stable.update(continuation, audio_end_s=utterance.start_s + upto_samples / ASR_RATE_HZ)
-        committed = utterance.sealed + utterance.stable.committed
+        committed = list(utterance.stable.committed)
         words = committed + utterance.stable.tentative
         text = " ".join(w.text for w in words)
         if not words or text == utterance.last_text:
