@@ -31,6 +31,7 @@ class AsrConfig:
     bucket_s: float = 1.0
     partial_interval_ms: float = 500.0
     max_window_s: float = 12.0
+    early_final_ms: float = 100.0
 
 
 @dataclass(frozen=True, slots=True)

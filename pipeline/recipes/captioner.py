@@ -88,7 +88,11 @@ def build_caption_graph(
     )
     asr = StreamingAsrStage(
         engines.recognizer,
-        AsrSettings(partial_interval_ms=engines.asr.partial_interval_ms, max_window_s=engines.asr.max_window_s),
+        AsrSettings(
+            partial_interval_ms=engines.asr.partial_interval_ms,
+            max_window_s=engines.asr.max_window_s,
+            early_final_ms=engines.asr.early_final_ms,
+        ),
     )
     audio_in = graph.input_to(resample, maxsize=64)
     graph.chain(resample, vad, asr, *extra_stages, maxsize=64)

@@ -60,6 +60,8 @@ class AsrSettings:
     resume_pre_roll_s: float = 0.2
 
 SENTENCE_END = (".", "?", "!")
+PAUSE_COVER_S = 0.05
+"""A partial that heard this far past a pause's start may stand in for its final (s)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,7 @@ class _Utterance:
     paused_at_s: float | None = None
     epoch: int = 0
     speculative: _Speculative | None = None
+    last_partial: _Speculative | None = None
 
     def append(self, audio: np.ndarray) -> None:
         self.chunks.append(audio)
@@ -217,7 +220,24 @@ class StreamingAsrStage(Stage):
             return
         utterance.paused_at_s = at_s
         self._jobs = deque(j for j in self._jobs if j.final or j.utterance is not utterance)
-        self._enqueue(_Job(utterance, utterance.samples, final=True, speculative=True))
+        if self._adopt_partial_as_speculative(utterance):
+            self._maybe_finish_early()
+        else:
+            self._enqueue(_Job(utterance, utterance.samples, final=True, speculative=True))
+
+    def _adopt_partial_as_speculative(self, utterance: _Utterance) -> bool:
+        """Use the last partial as the speculative final when it already heard past the pause.
+
+        The audio after the pause start is quiet, so decoding it again would say the same.
+        """
+        partial = utterance.last_partial
+        if utterance.paused_at_s is None or partial is None or partial.epoch != utterance.epoch:
+            return False
+        heard_until_s = utterance.start_s + partial.upto_samples / ASR_RATE_HZ
+        if heard_until_s < utterance.paused_at_s + PAUSE_COVER_S or partial.committed != len(utterance.stable.committed):
+            return False
+        utterance.speculative = partial
+        return True
 
     def _on_resume(self, frame: ControlFrame) -> None:
         utterance = self._utterance
@@ -393,6 +413,11 @@ class StreamingAsrStage(Stage):
 
     async def _emit_partial(self, utterance: _Utterance, continuation: list[Word], upto_samples: int) -> None:
         utterance.stable.update(continuation, audio_end_s=utterance.start_s + upto_samples / ASR_RATE_HZ)
+        utterance.last_partial = _Speculative(
+            utterance.epoch, len(utterance.stable.committed), upto_samples, list(utterance.stable.tentative)
+        )
+        if utterance.speculative is None and self._utterance is utterance and self._adopt_partial_as_speculative(utterance):
+            self._maybe_finish_early()
         committed = list(utterance.stable.committed)
         words = committed + utterance.stable.tentative
         text = " ".join(w.text for w in words)
