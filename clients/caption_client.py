@@ -56,9 +56,15 @@ async def caption_remote(
         await ws.send(json.dumps(config))
 
         async def send_audio() -> None:
-            async for chunk in chunks:
-                await ws.send(pcm16(chunk))
-            await ws.send(json.dumps({"type": "end"}))
+            try:
+                async for chunk in chunks:
+                    await ws.send(pcm16(chunk))
+                await ws.send(json.dumps({"type": "end"}))
+            except Exception:
+                # Our source failed: stop the read loop below instead of waiting for
+                # the server's idle timeout; the error is re-raised after it.
+                await ws.close(1011, "client audio source failed")
+                raise
 
         sender = asyncio.create_task(send_audio(), name="captions:send")
         try:
@@ -67,9 +73,11 @@ async def caption_remote(
                 if event.get("type") == "error":
                     raise CaptionServerError(event.get("code", "error"), event.get("message", ""))
                 yield event
-            if sender.done() and sender.exception() is not None:
+            if sender.done() and not sender.cancelled() and sender.exception() is not None:
                 raise sender.exception()  # type: ignore[misc]
         except websockets.ConnectionClosedError as exc:
+            if sender.done() and not sender.cancelled() and sender.exception() is not None:
+                raise sender.exception() from exc  # type: ignore[misc]
             raise CaptionServerError("connection_closed", str(exc)) from exc
         finally:
             sender.cancel()

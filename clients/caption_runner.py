@@ -55,7 +55,8 @@ async def caption_locally(
                 )
                 pts += len(chunk)
                 await session.audio_in.put(frame)
-            await graph.drain(config.server.drain_timeout_s)
+            if not await graph.drain(config.server.drain_timeout_s) and graph.error is None:
+                raise PipelineError(f"the last captions were not finished within {config.server.drain_timeout_s:g} s")
         except BaseException:
             await graph.cancel()  # wakes the reader below
             raise

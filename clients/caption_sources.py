@@ -44,11 +44,14 @@ async def file_chunks(
             on_progress(len(chunk) / audio.sample_rate_hz)
 
 
-async def mic_chunks(sample_rate_hz: int = MIC_RATE_HZ, chunk_s: float = CHUNK_S) -> AsyncIterator[np.ndarray]:
-    """Yield microphone audio until cancelled (sounddevice; needs PortAudio).
+async def mic_chunks(
+    sample_rate_hz: int = MIC_RATE_HZ, chunk_s: float = CHUNK_S, stop: asyncio.Event | None = None
+) -> AsyncIterator[np.ndarray]:
+    """Yield microphone audio until ``stop`` is set (then end normally) or cancelled.
 
-    Capture runs on PortAudio's thread; chunks cross to the loop through a bounded
-    queue that drops the oldest chunk if the consumer stalls (live audio).
+    Ending through ``stop`` lets the consumer drain: the last words still get their
+    final. Capture runs on PortAudio's thread; chunks cross to the loop through a
+    bounded queue that drops the oldest chunk if the consumer stalls (live audio).
     """
     try:
         import sounddevice
@@ -71,6 +74,18 @@ async def mic_chunks(sample_rate_hz: int = MIC_RATE_HZ, chunk_s: float = CHUNK_S
     stream = sounddevice.InputStream(
         samplerate=sample_rate_hz, channels=1, dtype="float32", blocksize=int(chunk_s * sample_rate_hz), callback=callback
     )
+    stop = stop or asyncio.Event()
     with stream:
-        while True:
-            yield await queue.get()
+        while not stop.is_set():
+            getter = asyncio.ensure_future(queue.get())
+            stopper = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in (getter, stopper):
+                    waiter.cancel()
+                await asyncio.gather(getter, stopper, return_exceptions=True)
+            if getter.done() and not getter.cancelled():
+                yield getter.result()
+    while not queue.empty():
+        yield queue.get_nowait()

@@ -11,7 +11,8 @@ declared up front by its ``FullPolicy``:
 
 Urgent control frames (interrupt, flush) overtake queued data: they wait in a separate
 lane that ``get`` empties first. Other control frames (speech start/stop, end of
-stream) keep their order relative to data, because their meaning depends on it.
+stream) keep their order relative to data, because their meaning depends on it. No
+policy ever drops a control frame: only data frames are dropped.
 
 Each edge keeps plain counters (``EdgeStats``): frames in/out, the deepest it got,
 producer waits, drops and frames older than ``max_age_ms`` when taken (budget misses).
@@ -122,12 +123,7 @@ class Edge:
                 policy = self.policy
                 if policy is FullPolicy.BLOCK:
                     return False
-                if policy is FullPolicy.LATEST_WINS:
-                    self.stats.drops += len(data)
-                    data.clear()
-                else:
-                    data.popleft()
-                    self.stats.drops += 1
+                self._drop_data(all_of_it=policy is FullPolicy.LATEST_WINS)
             data.append((time.perf_counter(), frame))
             depth = len(data)
             if depth > self.stats.max_depth:
@@ -172,7 +168,7 @@ class Edge:
             now = time.perf_counter()
             while now - enqueued > self._max_age_s:
                 self.stats.budget_misses += 1
-                if self.policy is FullPolicy.BLOCK or not data:
+                if self.policy is FullPolicy.BLOCK or not data or isinstance(frame, ControlFrame):
                     break
                 self.stats.drops += 1
                 enqueued, frame = data.popleft()
@@ -219,11 +215,39 @@ class Edge:
             if not putter.done():
                 putter.set_result(None)
 
+    def _drop_data(self, *, all_of_it: bool) -> int:
+        """Drop the oldest data frame (or every one), keeping control frames in place."""
+        data = self._data
+        dropped = 0
+        kept: list[tuple[float, Frame]] = []
+        while data:
+            item = data.popleft()
+            if isinstance(item[1], ControlFrame) or (dropped and not all_of_it):
+                kept.append(item)
+            else:
+                dropped += 1
+        data.extend(kept)
+        self.stats.drops += dropped
+        return dropped
+
+    def push_terminal(self, frame: Frame) -> None:
+        """Queue a last frame (an error) behind everything queued, even past ``maxsize``.
+
+        Used when a graph fails, so frames already made still reach the consumer first.
+        """
+        if self._closed:
+            return
+        self._data.append((time.perf_counter(), frame))
+        self.stats.frames_in += 1
+        getter = self._getter
+        if getter is not None:
+            self._getter = None
+            if not getter.done():
+                getter.set_result(None)
+
     def clear_data(self) -> int:
-        """Discard queued data frames (not urgent control); returns how many. For flushes."""
-        n = len(self._data)
-        self._data.clear()
-        self.stats.drops += n
+        """Discard queued data frames (control frames stay); returns how many. For flushes."""
+        n = self._drop_data(all_of_it=True)
         while self._putters:
             putter = self._putters.popleft()
             if not putter.done():

@@ -12,8 +12,9 @@ Two ways to stop, both leave no task behind:
 - ``cancel()``: stop every stage now.
 
 If a stage raises, the graph fails as a unit: ``error`` is set (a ``StageFailed``
-chained to the cause), an ``ErrorFrame`` goes to every output edge, the other stages
-are cancelled, and the outputs are closed. Nothing outside the graph is affected.
+chained to the cause), an ``ErrorFrame`` goes to every output edge behind what was
+already there, the other stages are cancelled, and the outputs are closed. Nothing
+outside the graph is affected.
 """
 
 from __future__ import annotations
@@ -179,10 +180,7 @@ class Graph:
 
     def _fail_outputs(self, frame: ErrorFrame) -> None:
         for edge in self.outputs:
-            if edge.closed:
-                continue
-            edge.clear_data()
-            edge.put_nowait(frame)
+            edge.push_terminal(frame)  # behind the frames already made: they are not lost
             edge.close()
         for edge in self.inputs:
             edge.close()

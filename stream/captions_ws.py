@@ -43,10 +43,10 @@ from .caption_protocol import (
     CaptionProtocol,
     EndOfAudio,
     SubtitlesRequest,
+    SubtitleTrack,
     caption_event,
     error_event,
     protocol_error,
-    subtitles,
 )
 from .service import CaptionService
 
@@ -65,22 +65,24 @@ class CaptionConnection:
         self.service = service
         self.protocol = CaptionProtocol(service.config.server.max_message_bytes)
         self.session: CaptionGraph | None = None
-        self.finals: list[dict[str, Any]] = []
+        self.subtitles = SubtitleTrack()
         self._send_lock = asyncio.Lock()
         self._client_gone = False
         self._pts_samples = 0
         self._writer: asyncio.Task[None] | None = None
         self._internal_error: str | None = None
 
-    async def send_json(self, message: dict[str, Any]) -> None:
-        """Send one JSON text message; a client that is gone is silently skipped."""
+    async def send_json(self, message: dict[str, Any]) -> bool:
+        """Send one JSON text message; False (and nothing sent) when the client is gone."""
         if self._client_gone:
-            return
+            return False
         async with self._send_lock:
             try:
                 await self.websocket.send_text(json.dumps(message, separators=(",", ":")))
             except (WebSocketDisconnect, RuntimeError, OSError):
                 self._client_gone = True
+                return False
+        return True
 
     async def close(self, code: int) -> None:
         """Close the socket with ``code`` if it is still open."""
@@ -132,7 +134,7 @@ class CaptionConnection:
                     elif isinstance(command, EndOfAudio):
                         break
                     elif isinstance(command, SubtitlesRequest):
-                        await self.send_json({"type": "subtitles", "format": command.format, "text": subtitles(self.finals, command.format)})
+                        await self.send_json({"type": "subtitles", "format": command.format, "text": self.subtitles.render(command.format)})
                 if self._internal_error is not None:
                     break
         except ProtocolError as exc:
@@ -169,7 +171,7 @@ class CaptionConnection:
         else:
             config = self.protocol.config
             if config is not None and config.subtitles:
-                await self.send_json({"type": "subtitles", "format": config.subtitles, "text": subtitles(self.finals, config.subtitles)})
+                await self.send_json({"type": "subtitles", "format": config.subtitles, "text": self.subtitles.render(config.subtitles)})
             await self.close(1000)
         if outcome == "completed":
             counters.completed += 1
@@ -215,11 +217,12 @@ class CaptionConnection:
             if isinstance(frame, TranscriptFrame):
                 event = caption_event(frame)
                 if frame.is_final:
-                    self.finals.append(event)
-                    counters.finals_sent += 1
-                else:
-                    counters.partials_sent += 1
-                await self.send_json(event)
+                    self.subtitles.add(event["start"], event["end"], event["text"])
+                if await self.send_json(event):
+                    if frame.is_final:
+                        counters.finals_sent += 1
+                    else:
+                        counters.partials_sent += 1
             elif isinstance(frame, ErrorFrame):
                 log.error("caption session failed: %s", frame.message)
                 self._internal_error = "the caption pipeline failed; the session was ended"
@@ -231,7 +234,11 @@ class CaptionConnection:
         session = self.session
         if session is None:
             return
-        await session.graph.drain(self.service.config.server.drain_timeout_s)
+        drained = await session.graph.drain(self.service.config.server.drain_timeout_s)
+        if not drained and session.graph.error is None and self._internal_error is None:
+            self._internal_error = (
+                f"the last captions could not be finished within {self.service.config.server.drain_timeout_s:g} s"
+            )
         if self._writer is not None:
             try:
                 async with asyncio.timeout(CLOSE_TIMEOUT_S):

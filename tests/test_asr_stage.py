@@ -83,11 +83,13 @@ async def run(frames: list[Frame], settings: AsrSettings | None = None) -> tuple
     return transcripts, recognizer
 
 
-def audio(start_s: float, seconds: float) -> list[Frame]:
-    step = 320
+def audio(start_s: float, seconds: float, step: int = 320, speech: tuple[tuple[float, float], ...] = ((0, 1e9),)) -> list[Frame]:
+    """Frames of ``step`` samples whose values spell SCRIPT words inside ``speech`` spans (s)."""
     first = round(start_s * RATE)
     n = round(seconds * RATE)
-    values = np.array([word_at((first + i) / RATE) for i in range(n)], dtype=np.float32)
+    times = (first + np.arange(n)) / RATE
+    values = np.array([word_at(t) for t in times], dtype=np.float32)
+    values[~np.any([(a <= times) & (times < b) for a, b in speech], axis=0)] = 0.0
     return [AudioFrame(turn=0, samples=values[i : i + step], sample_rate_hz=RATE, pts_samples=first + i)
             for i in range(0, n, step)]
 
@@ -142,6 +144,22 @@ async def test_a_complete_sentence_is_final_before_the_hangover_and_speech_after
     late = [f for f in iter(out.get_nowait, None) if isinstance(f, TranscriptFrame) and f.is_final]
     assert len(late) == 1 and late[0].utterance == early[-1].utterance + 1
     assert late[0].words[0].start_s >= 3.0  # the new utterance starts after the early final
+
+
+async def test_speech_that_starts_in_the_frame_where_the_last_utterance_ended_keeps_its_first_word() -> None:
+    half_second = 8000  # the server cuts client messages into frames of up to 0.5 s
+    speech = ((0.0, 0.9), (1.2, 2.1))
+
+    def frames(a: float, b: float) -> list[Frame]:
+        return audio(a, b - a, step=half_second, speech=speech)
+
+    sequence = [
+        control(ControlKind.SPEECH_START, 0.0), *frames(0, 1.0), *frames(1.0, 1.5),
+        control(ControlKind.SPEECH_STOP, 1.1), control(ControlKind.SPEECH_START, 1.1),  # both decided in one frame
+        *frames(1.5, 2.5), control(ControlKind.SPEECH_STOP, 2.3),
+    ]
+    transcripts, _ = await run(sequence, AsrSettings(partial_interval_ms=10_000, early_final_ms=0))
+    assert finals(transcripts) == ["one two three", "five six seven"]
 
 
 async def test_end_of_stream_mid_speech_still_gives_the_final() -> None:

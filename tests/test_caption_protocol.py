@@ -15,6 +15,7 @@ from voxline.stream.caption_protocol import (
     CaptionProtocol,
     EndOfAudio,
     SubtitlesRequest,
+    SubtitleTrack,
     subtitles,
 )
 
@@ -97,7 +98,19 @@ def test_no_input_makes_the_protocol_raise_anything_but_a_protocol_error(data: b
             pass
 
 
+def test_deeply_nested_json_is_an_unexpected_message_not_a_crash() -> None:
+    assert code_of(lambda: configured().receive_text("[" * 4000))[0] == "unexpected_message"
+
+
+def test_a_subtitle_track_keeps_a_bounded_number_of_cues() -> None:
+    track = SubtitleTrack(max_cues=3)
+    for i in range(10):
+        track.add(float(i), i + 0.5, f"cue {i}")
+    srt = track.render("srt")
+    assert srt.startswith("8\n00:00:07,000") and "cue 9" in srt and "cue 6" not in srt
+
+
 def test_finals_render_as_srt_and_webvtt() -> None:
     finals = [{"text": "Hello there.", "start": 0.5, "end": 1.25}, {"text": "", "start": 2, "end": 3}, {"text": "Bye.", "start": 61.0, "end": 3723.5}]
-    assert subtitles(finals, "srt") == "1\n00:00:00,500 --> 00:00:01,250\nHello there.\n\n2\n00:01:01,000 --> 01:02:03,500\nBye.\n"
+    assert subtitles(finals, "srt") == "1\n00:00:00,500 --> 00:00:01,250\nHello there.\n\n2\n00:01:01,000 --> 01:02:03,500\nBye.\n\n"
     assert subtitles(finals, "vtt").startswith("WEBVTT\n\n00:00:00.500 --> 00:00:01.250\nHello there.\n")

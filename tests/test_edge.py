@@ -99,3 +99,16 @@ async def test_a_cancelled_consumer_takes_nothing() -> None:
         await consumer
     edge.put_nowait(text("kept"))
     assert (await edge.get()).text == "kept"  # type: ignore[attr-defined]
+
+
+async def test_no_policy_ever_drops_a_control_frame() -> None:
+    for policy in (FullPolicy.DROP_OLDEST, FullPolicy.LATEST_WINS):
+        edge = Edge("e", maxsize=2, policy=policy)
+        edge.put_nowait(ControlFrame(turn=0, kind=ControlKind.SPEECH_STOP))
+        for i in range(4):
+            edge.put_nowait(audio(i))
+        edge.put_nowait(ControlFrame(turn=0, kind=ControlKind.END_OF_STREAM))
+        frames = list(iter(edge.get_nowait, None))
+        kinds = [f.kind for f in frames if isinstance(f, ControlFrame)]
+        assert kinds == [ControlKind.SPEECH_STOP, ControlKind.END_OF_STREAM], policy
+        assert edge.stats.drops >= 2

@@ -179,3 +179,16 @@ async def test_metrics_sum_stage_and_edge_counters_across_live_and_retired_graph
     snap = metrics.snapshot()
     assert snap.stages["upper"].frames == 6
     assert snap.edges["input->upper"].frames_in == 8  # 3 frames + end of stream, twice
+
+
+async def test_frames_made_before_a_stage_failed_still_reach_the_consumer_before_the_error() -> None:
+    graph = Graph("g")
+    explode = Exploding("explode")
+    inbox = graph.input_to(explode)
+    out = graph.output_from(explode, maxsize=2)
+    await graph.start()
+    for text in ("a", "b", "boom"):
+        await inbox.put(TextFrame(turn=0, text=text))
+    await asyncio.wait_for(graph.wait(), 2)
+    frames = await asyncio.wait_for(collect(out), 2)
+    assert texts(frames) == ["a", "b"] and isinstance(frames[-1], ErrorFrame)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -62,7 +63,10 @@ async def _caption(args: argparse.Namespace, config: Config) -> int:
     progress = None
     if args.mic:
         rate = 16000
-        chunks: AsyncIterator[Any] = mic_chunks(rate)
+        stop = asyncio.Event()
+        _stop_on_first_ctrl_c(stop)
+        print("listening; Ctrl-C to finish (twice to abort)", file=sys.stderr)
+        chunks: AsyncIterator[Any] = mic_chunks(rate, stop=stop)
     else:
         audio = read_audio(args.file)
         rate = audio.sample_rate_hz
@@ -97,6 +101,17 @@ async def _caption(args: argparse.Namespace, config: Config) -> int:
     if args.format in ("srt", "vtt"):
         print(subtitles(finals, args.format), end="")
     return 0
+
+
+def _stop_on_first_ctrl_c(stop: asyncio.Event) -> None:
+    """First Ctrl-C ends the microphone (the session drains); a second one aborts."""
+    loop = asyncio.get_running_loop()
+
+    def first() -> None:
+        stop.set()
+        loop.remove_signal_handler(signal.SIGINT)  # the next Ctrl-C is a KeyboardInterrupt
+
+    loop.add_signal_handler(signal.SIGINT, first)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,13 +30,14 @@ All other stages' frames pass through unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from voxline.errors import Superseded
+from voxline.errors import PipelineError, Superseded
 
 from ..engines import SpeechRecognizer
 from ..frames import AudioFrame, ControlFrame, ControlKind, Frame, TranscriptFrame, Word
@@ -145,6 +146,14 @@ class StreamingAsrStage(Stage):
     async def on_start(self) -> None:
         """Start the per-session decode worker (owned by this stage)."""
         self._worker = asyncio.create_task(self._work(), name=f"{self.name}:worker")
+        self._worker.add_done_callback(self._on_worker_done)
+
+    def _on_worker_done(self, worker: asyncio.Task[None]) -> None:
+        # A failed worker must fail the stage now, not at the next frame: wake the loop
+        # with an urgent frame so that process() re-raises the worker's error.
+        if not worker.cancelled() and worker.exception() is not None and self.inbox is not None:
+            with contextlib.suppress(PipelineError):
+                self.inbox.put_nowait(ControlFrame(turn=0, kind=ControlKind.FLUSH))
 
     async def on_close(self) -> None:
         """Cancel and await the decode worker."""
@@ -190,16 +199,21 @@ class StreamingAsrStage(Stage):
         if frame.sample_rate_hz != ASR_RATE_HZ:
             raise ValueError(f"the ASR stage takes {ASR_RATE_HZ} Hz audio, got {frame.sample_rate_hz} Hz")
         self._stream_end_s = frame.end_s
+        # Every frame goes to the ring, open utterance or not: the VAD decides after the
+        # audio, so an utterance that starts right after another one ended (or after an
+        # early final) inside this very frame still finds its first syllables here.
+        ring = self._ring
+        ring.append(frame)
+        while ring and ring[0].end_s < frame.end_s - PRE_ROLL_S:
+            ring.popleft()
         utterance = self._utterance
         if utterance is None:
-            self._ring.append(frame)
-            while self._ring and self._ring[0].end_s < frame.end_s - PRE_ROLL_S:
-                self._ring.popleft()
             return
         utterance.append(frame.samples)
         settings = self.settings
         heard_ms = (utterance.samples - self._last_partial_samples) * 1000 / ASR_RATE_HZ
-        if utterance.samples / ASR_RATE_HZ >= settings.max_utterance_s and not utterance.stable.committed:
+        window_s = (utterance.samples - utterance.trim_samples) / ASR_RATE_HZ
+        if window_s >= settings.max_utterance_s and not utterance.stable.committed:
             self._stop_utterance(utterance.start_s + utterance.samples / ASR_RATE_HZ)
             self._start_utterance(frame.turn, frame.end_s)
             return
@@ -284,7 +298,6 @@ class StreamingAsrStage(Stage):
             utterance.append(old.samples[skip:])
         if first:
             utterance.start_s = self._stream_end_s
-        self._ring.clear()
         self._utterance = utterance
         self._last_partial_samples = 0
 
