@@ -97,6 +97,7 @@ class SessionRun:
     index: int
     stream: Stream
     t0: float = 0.0
+    chunk_s: float = CHUNK_S
     send_lags_s: list[float] = field(default_factory=list)
     events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # (arrival, event)
     error: str | None = None
@@ -105,7 +106,7 @@ class SessionRun:
 
 async def _paced_chunks(run: SessionRun) -> AsyncIterator[np.ndarray]:
     audio = run.stream.audio
-    step = round(CHUNK_S * SAMPLE_RATE_HZ)
+    step = round(run.chunk_s * SAMPLE_RATE_HZ)
     for a in range(0, len(audio), step):
         b = min(a + step, len(audio))
         due = run.t0 + b / SAMPLE_RATE_HZ
@@ -322,9 +323,10 @@ class _BatchCollector:
 
 
 async def _run_count(
-    n: int, clips: tuple[Any, ...], seconds: float, engines: Any, config: Any, url: str | None
+    n: int, clips: tuple[Any, ...], seconds: float, engines: Any, config: Any, url: str | None,
+    chunk_s: float = CHUNK_S,
 ) -> tuple[dict[str, Any], list[SessionRun]]:
-    runs = [SessionRun(i, build_stream(clips, i, seconds)) for i in range(n)]
+    runs = [SessionRun(i, build_stream(clips, i, seconds), chunk_s=chunk_s) for i in range(n)]
     recognizer = getattr(engines, "recognizer", None)
     collector = (
         _BatchCollector(recognizer)
@@ -418,7 +420,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for i, n in enumerate(counts):
             if i:
                 await asyncio.sleep(1.0)  # let queues empty between counts
-            result, runs = await _run_count(n, clips, args.seconds, engines, config, args.url)
+            result, runs = await _run_count(n, clips, args.seconds, engines, config, args.url, args.chunk_ms / 1000)
             results.append(result)
             all_runs.append(runs)
             if not args.json:
@@ -445,6 +447,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": config.asr.model,
         "test_set": args.wavs or "piper",
         "seconds_target": args.seconds,
+        "chunk_ms": args.chunk_ms,
         "encoder_padding_speedup": {k: round(v, 2) for k, v in padding.items()}
         if padding
         else None,
@@ -493,6 +496,7 @@ def main() -> None:
     parser.add_argument(
         "--events-out", default=None, help="write every session's events as JSON lines here"
     )
+    parser.add_argument("--chunk-ms", type=float, default=CHUNK_S * 1000, help="audio per message (ms; 100 default, 20 like WebRTC)")
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     args = parser.parse_args()
     result = asyncio.run(run(args))

@@ -36,8 +36,8 @@ class StablePrefix:
 
     committed: list[Word] = field(default_factory=list)
     tentative: list[Word] = field(default_factory=list)
-    min_probability: float = 0.4
-    min_tail_s: float = 0.4
+    min_probability: float = 0.6
+    min_tail_s: float = 1.0
     _previous: list[str] = field(default_factory=list)
 
     def update(self, continuation: Sequence[Word], audio_end_s: float | None = None) -> list[Word]:

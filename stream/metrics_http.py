@@ -27,7 +27,9 @@ class VoxlineCollector(Collector):
         service = self.service
         snap = service.metrics.snapshot()
         frames = CounterMetricFamily("voxline_stage_frames", "Frames processed by stage", labels=["stage"])
-        busy = CounterMetricFamily("voxline_stage_busy_seconds", "Time spent in stage process()", labels=["stage"])
+        busy = CounterMetricFamily(
+            "voxline_stage_busy_seconds", "Time in stage process(), including waits on full downstream edges", labels=["stage"]
+        )
         errors = CounterMetricFamily("voxline_stage_errors", "Stage failures", labels=["stage"])
         for name, s in sorted(snap.stages.items()):
             frames.add_metric([name], s.frames)

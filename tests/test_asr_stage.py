@@ -168,7 +168,7 @@ async def test_end_of_stream_mid_speech_still_gives_the_final() -> None:
 
 
 async def test_committed_words_never_change_and_long_speech_is_split_into_bounded_utterances() -> None:
-    settings = AsrSettings(partial_interval_ms=300, max_window_s=1.2)
+    settings = AsrSettings(partial_interval_ms=300, max_window_s=1.2, commit_min_tail_s=0.2)
     transcripts, recognizer = await run([control(ControlKind.SPEECH_START, 0), *audio(0, 3.0)], settings)
     by_utterance: dict[int, list[TranscriptFrame]] = {}
     for t in transcripts:

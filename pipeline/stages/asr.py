@@ -59,6 +59,8 @@ class AsrSettings:
     final_deadline_ms: float = 100.0
     early_final_ms: float = 100.0
     resume_pre_roll_s: float = 0.2
+    commit_min_probability: float = 0.6
+    commit_min_tail_s: float = 1.0
 
 SENTENCE_END = (".", "?", "!")
 PAUSE_COVER_S = 0.05
@@ -286,7 +288,12 @@ class StreamingAsrStage(Stage):
             return
         start_s = start_s if start_s >= 0 else self._stream_end_s
         self._utterance_count += 1
-        utterance = _Utterance(self._utterance_count, start_s=start_s, turn=turn)
+        utterance = _Utterance(
+            self._utterance_count, start_s=start_s, turn=turn,
+            stable=StablePrefix(
+                min_probability=self.settings.commit_min_probability, min_tail_s=self.settings.commit_min_tail_s
+            ),
+        )
         first = True
         for old in self._ring:
             if old.end_s <= start_s:
