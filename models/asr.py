@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
-import string
 import threading
 import time
 from collections.abc import Sequence
@@ -42,6 +41,7 @@ from voxline.errors import ConfigError, EngineError, Superseded
 from voxline.models.batch_scheduler import BatchScheduler
 from voxline.models.device import choose_device, default_compute_type
 from voxline.models.registry import DEFAULT_ASR_MODEL, resolve_asr_model
+from voxline.models.word_timing import words_from_alignment
 from voxline.pipeline.frames import Word
 from voxline.pipeline.stable_prefix import cut_repetition
 
@@ -64,14 +64,10 @@ TAIL_PAD_S = 0.5
 """Padding (s) always left after the audio in the features, so Whisper sees its end."""
 _FRAMES_PER_S = 100  # log-mel frames per second (hop 160 at 16 kHz)
 _MAX_FRAMES = 3000
-_ENCODER_FRAMES_PER_S = 50  # the encoder halves the frame rate
 _MAX_DECODE_TOKENS = 448
 _TOKENS_PER_S = 6  # generous upper bound on speech's token rate
 _CLOSE_TIMEOUT_S = 10.0
 _TIMING_HISTORY = 256
-_END_GUARD_S = 0.02  # one encoder frame
-_PREPENDED = "\"'“¿([{-"
-_APPENDED = "\"'.。,，!！?？:：”)]}、"
 
 FloatAudio = npt.NDArray[np.float32]
 
@@ -471,8 +467,8 @@ class WhisperEngine:
         ):
             words: tuple[Word, ...] = ()
             if alignment is not None and len(tokens) > len(request.prefix_tokens):
-                words = self._words(
-                    tokens, alignment, len(request.prefix_tokens), request.content_s
+                words = words_from_alignment(
+                    self._tokenizer, tokens, alignment, len(request.prefix_tokens), request.content_s
                 )
                 # Greedy Whisper loops on some sized inputs; cut a tandem repeat.
                 words = tuple(cut_repetition(request.prefix_words, words))
@@ -496,48 +492,6 @@ class WhisperEngine:
             float(result.no_speech_prob) > self.no_speech_threshold
             and avg_logprob < self.logprob_threshold
         )
-
-    def _words(
-        self, tokens: list[int], alignment: Any, n_prefix: int, audio_s: float
-    ) -> tuple[Word, ...]:
-        """Words after the first ``n_prefix`` tokens, with times (s) from the alignment.
-
-        A word that begins inside the forced prefix belongs to the prefix and is left
-        out, along with punctuation that attaches to it. Words aligned to start at the
-        very end of the audio or later are dropped: nothing was heard there, and that
-        is where a repetition loop puts what it invents.
-        """
-        tokenizer = self._tokenizer
-        pieces, piece_tokens = tokenizer.split_to_word_tokens([*tokens, tokenizer.eot])
-        if len(piece_tokens) <= 1 or not alignment.alignments:
-            return ()
-        text_index = np.array([pair[0] for pair in alignment.alignments])
-        time_index = np.array([pair[1] for pair in alignment.alignments])
-        jumps = np.pad(np.diff(text_index), (1, 0), constant_values=1).astype(bool)
-        jump_s = time_index[jumps] / _ENCODER_FRAMES_PER_S
-        bounds = np.pad(np.cumsum([len(t) for t in piece_tokens[:-1]]), (1, 0))
-        if len(jump_s) < bounds[-1] + 1:
-            return ()
-        probs = np.asarray(alignment.text_token_probs, dtype=np.float64)
-        entries: list[list[Any]] = []  # [text, first token index, start, end, prob]
-        for i, piece in enumerate(pieces[:-1]):
-            lo, hi = int(bounds[i]), int(bounds[i + 1])
-            prob = float(probs[lo:hi].mean()) if hi > lo and hi <= len(probs) else 0.0
-            entries.append([piece, lo, float(jump_s[lo]), float(jump_s[hi]), prob])
-        _merge_punctuation(entries)
-        words: list[Word] = []
-        last_end = 0.0
-        for text, first_token, start_s, end_s, prob in entries:
-            text = text.strip()
-            if not text or first_token < n_prefix or all(c in string.punctuation for c in text):
-                continue
-            start_s = max(start_s, last_end)
-            if start_s >= audio_s - _END_GUARD_S:
-                break
-            end_s = min(max(end_s, start_s), audio_s)
-            last_end = end_s
-            words.append(Word(text, round(start_s, 3), round(end_s, 3), round(prob, 4)))
-        return tuple(words)
 
     # -- measurement ----------------------------------------------------------------
 
@@ -568,41 +522,3 @@ class WhisperEngine:
             result[name] = float(np.median(samples))
         result["speedup"] = result["padded_ms"] / result["sized_ms"]
         return result
-
-
-def _merge_punctuation(entries: list[list[Any]]) -> None:
-    """Attach opening punctuation to the next word and closing punctuation to the previous.
-
-    Each entry is ``[text, first_token, start_s, end_s, prob]``; merged-away entries
-    are left with empty text. The merged word keeps the first token index of the
-    word it joins, so a prefix word keeps its trailing punctuation out of the result.
-    """
-    i, j = len(entries) - 2, len(entries) - 1
-    while i >= 0:
-        previous, following = entries[i], entries[j]
-        if (
-            previous[0].startswith(" ")
-            and previous[0].strip() in _PREPENDED
-            and previous[0].strip()
-        ):
-            following[0] = previous[0] + following[0]
-            following[1] = previous[1]
-            following[2] = previous[2]
-            previous[0] = ""
-        else:
-            j = i
-        i -= 1
-    i, j = 0, 1
-    while j < len(entries):
-        previous, following = entries[i], entries[j]
-        if (
-            previous[0]
-            and not previous[0].endswith(" ")
-            and following[0] in _APPENDED
-            and following[0]
-        ):
-            previous[0] = previous[0] + following[0]
-            following[0] = ""
-        else:
-            i = j
-        j += 1

@@ -33,9 +33,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from dataclasses import dataclass, field
-
-import numpy as np
+from dataclasses import dataclass
 
 from voxline.errors import PipelineError, Superseded
 
@@ -43,8 +41,8 @@ from ..engines import SpeechRecognizer
 from ..frames import AudioFrame, ControlFrame, ControlKind, Frame, TranscriptFrame, Word
 from ..stable_prefix import StablePrefix, cut_repetition
 from ..stage import Stage
+from .utterance import ASR_RATE_HZ, Continuation, Utterance
 
-ASR_RATE_HZ = 16000
 PRE_ROLL_S = 1.5
 
 
@@ -68,58 +66,8 @@ PAUSE_COVER_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
-class _Speculative:
-    """A final decoded at a pause; valid while ``epoch`` and the committed count hold."""
-
-    epoch: int
-    committed: int
-    upto_samples: int
-    continuation: list[Word]
-
-
-@dataclass(slots=True)
-class _Utterance:
-    index: int
-    start_s: float
-    turn: int
-    chunks: list[np.ndarray] = field(default_factory=list)
-    samples: int = 0
-    trim_samples: int = 0  # where the current window starts, from the utterance start
-    dropped_samples: int = 0  # audio released from the front of the buffer
-    stable: StablePrefix = field(default_factory=StablePrefix)
-    partials_sent: int = 0
-    last_text: str = ""
-    paused_at_s: float | None = None
-    epoch: int = 0
-    speculative: _Speculative | None = None
-    last_partial: _Speculative | None = None
-
-    def append(self, audio: np.ndarray) -> None:
-        self.chunks.append(audio)
-        self.samples += len(audio)
-
-    def window(self, upto_samples: int) -> np.ndarray:
-        if not self.chunks:
-            return np.zeros(0, np.float32)
-        if len(self.chunks) > 1:
-            self.chunks = [np.concatenate(self.chunks)]
-        return self.chunks[0][self.trim_samples - self.dropped_samples : upto_samples - self.dropped_samples]
-
-    def cut_before(self, samples: int) -> None:
-        """Start the window at ``samples`` (from the utterance start) and free the audio before it."""
-        self.window(self.samples)  # joins the chunks
-        if self.chunks:
-            self.chunks = [self.chunks[0][samples - self.dropped_samples :].copy()]
-        self.trim_samples = self.dropped_samples = samples
-
-    @property
-    def window_start_s(self) -> float:
-        return self.start_s + self.trim_samples / ASR_RATE_HZ
-
-
-@dataclass(frozen=True, slots=True)
 class _Job:
-    utterance: _Utterance
+    utterance: Utterance
     upto_samples: int
     final: bool
     speculative: bool = False
@@ -135,7 +83,7 @@ class StreamingAsrStage(Stage):
         self.engine = engine
         self.settings = settings or AsrSettings()
         self._ring: deque[AudioFrame] = deque()
-        self._utterance: _Utterance | None = None
+        self._utterance: Utterance | None = None
         self._utterance_count = 0
         self._last_partial_samples = 0
         self._jobs: deque[_Job] = deque()
@@ -241,7 +189,7 @@ class StreamingAsrStage(Stage):
         else:
             self._enqueue(_Job(utterance, utterance.samples, final=True, speculative=True))
 
-    def _adopt_partial_as_speculative(self, utterance: _Utterance) -> bool:
+    def _adopt_partial_as_speculative(self, utterance: Utterance) -> bool:
         """Use the last partial as the speculative final when it already heard past the pause.
 
         The audio after the pause start is quiet, so decoding it again would say the same.
@@ -288,7 +236,7 @@ class StreamingAsrStage(Stage):
             return
         start_s = start_s if start_s >= 0 else self._stream_end_s
         self._utterance_count += 1
-        utterance = _Utterance(
+        utterance = Utterance(
             self._utterance_count, start_s=start_s, turn=turn,
             stable=StablePrefix(
                 min_probability=self.settings.commit_min_probability, min_tail_s=self.settings.commit_min_tail_s
@@ -328,7 +276,7 @@ class StreamingAsrStage(Stage):
         if self._utterance is not None and self._utterance.paused_at_s is None:
             self._utterance.epoch += 1  # audio may have been added since a speculative final
         self._stop_utterance(-1.0)
-        self._enqueue(_Job(_Utterance(-1, 0.0, 0), 0, final=True))  # sentinel: worker exits
+        self._enqueue(_Job(Utterance(-1, 0.0, 0), 0, final=True))  # sentinel: worker exits
         worker = self._worker
         if worker is not None:
             await worker
@@ -344,7 +292,7 @@ class StreamingAsrStage(Stage):
                 return
             await self._decode(job)
 
-    async def _split_if_long(self, utterance: _Utterance, upto_samples: int) -> None:
+    async def _split_if_long(self, utterance: Utterance, upto_samples: int) -> None:
         """Past ``max_window_s`` of window, send the committed words as a final of their own.
 
         The speech after them goes on as a new utterance (new index), so partials stay
@@ -374,7 +322,7 @@ class StreamingAsrStage(Stage):
             return
         if job.speculative:
             if utterance.paused_at_s is not None:
-                utterance.speculative = _Speculative(
+                utterance.speculative = Continuation(
                     utterance.epoch, len(utterance.stable.committed), job.upto_samples, continuation
                 )
                 if self._utterance is utterance:
@@ -415,7 +363,7 @@ class StreamingAsrStage(Stage):
         return [Word(w.text, w.start_s + offset_s, w.end_s + offset_s, w.probability) for w in heard]
 
     async def _emit_final(
-        self, utterance: _Utterance, continuation: list[Word], upto_samples: int, words: list[Word] | None = None
+        self, utterance: Utterance, continuation: list[Word], upto_samples: int, words: list[Word] | None = None
     ) -> None:
         if words is None:
             words = utterance.stable.finish(continuation)
@@ -431,9 +379,9 @@ class StreamingAsrStage(Stage):
             committed=len(words), audio_end_s=audio_end_s, made_time=time.monotonic(),
         ))
 
-    async def _emit_partial(self, utterance: _Utterance, continuation: list[Word], upto_samples: int) -> None:
+    async def _emit_partial(self, utterance: Utterance, continuation: list[Word], upto_samples: int) -> None:
         utterance.stable.update(continuation, audio_end_s=utterance.start_s + upto_samples / ASR_RATE_HZ)
-        utterance.last_partial = _Speculative(
+        utterance.last_partial = Continuation(
             utterance.epoch, len(utterance.stable.committed), upto_samples, list(utterance.stable.tentative)
         )
         if utterance.speculative is None and self._utterance is utterance and self._adopt_partial_as_speculative(utterance):
