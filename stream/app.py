@@ -38,6 +38,7 @@ async def healthz(request: Request) -> JSONResponse:
             "status": "ok",
             "version": __version__,
             "sessions": service.active_sessions,
+            "graphs": service.metrics.live_graphs,
             "max_sessions": service.config.server.max_sessions,
             "uptime_s": round(time.monotonic() - service.started_at, 1),
         }

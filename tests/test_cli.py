@@ -66,3 +66,9 @@ def test_a_missing_file_is_a_one_line_error_not_a_traceback() -> None:
     result = voxline("caption", "no/such/file.wav")
     assert result.returncode == 2
     assert "no such file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unknown_model_is_a_clear_error() -> None:
+    result = voxline("caption", "examples/hello.wav", "--model", "no-such-model")
+    assert result.returncode == 2
+    assert "no-such-model" in result.stderr and "Traceback" not in result.stderr

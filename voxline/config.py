@@ -21,12 +21,17 @@ from .errors import ConfigError
 
 @dataclass(frozen=True, slots=True)
 class AsrConfig:
-    """Streaming recognition: model, device, threads, batching and partial cadence."""
+    """Streaming recognition: model, device, threads, batching and partial cadence.
+
+    ``workers`` batches run at once (model replicas; 0: 2 on a multi-core CPU, 1 on
+    CUDA), each with ``cpu_threads`` intra-op threads.
+    """
 
     model: str = "tiny.en"
     device: str = "auto"
     compute_type: str = ""
-    cpu_threads: int = 2
+    workers: int = 0
+    cpu_threads: int = 1
     max_batch: int = 8
     bucket_s: float = 1.0
     partial_interval_ms: float = 500.0

@@ -45,6 +45,7 @@ class CaptionEngines:
             device=asr.device,
             compute_type=asr.compute_type or None,
             cpu_threads=asr.cpu_threads,
+            workers=asr.workers,
             max_batch=asr.max_batch,
             bucket_s=asr.bucket_s,
         )

@@ -33,13 +33,16 @@ async def caption(url: str, audio: np.ndarray, rate: int = 16000, *, pace_s: flo
         await ws.send(json.dumps({"type": "config", "sample_rate": rate, "encoding": "pcm_s16le", "language": "en", **config}))
 
         async def send() -> None:
-            for chunk in stream_bytes(audio, rate, config.get("encoding", "pcm_s16le")):
-                await ws.send(chunk)
-                await asyncio.sleep(pace_s)
-            if end:
-                await ws.send(json.dumps({"type": "end"}))
-            else:
-                await ws.close()
+            try:
+                for chunk in stream_bytes(audio, rate, config.get("encoding", "pcm_s16le")):
+                    await ws.send(chunk)
+                    await asyncio.sleep(pace_s)
+                if end:
+                    await ws.send(json.dumps({"type": "end"}))
+                else:
+                    await ws.close()
+            except websockets.ConnectionClosed:
+                pass  # the server ended the session (an error event says why)
 
         sender = asyncio.create_task(send())
         try:
@@ -179,3 +182,30 @@ async def test_health_and_prometheus_metrics_show_stage_and_edge_counters(server
     for needle in ('voxline_stage_frames_total{stage="asr"}', 'voxline_edge_frames_total{edge="vad->asr"}', 'voxline_sessions_total{kind="captions",outcome="completed"}', "process_cpu_seconds_total"):
         assert needle in text, needle
     assert "session=" not in text and "session_id" not in text  # no per-session labels
+
+
+class PoisonedRecognizer:
+    """The real engine, except that audio at full scale makes it raise (to crash one session)."""
+
+    def __init__(self, engine) -> None:  # type: ignore[no-untyped-def]
+        self.engine = engine
+
+    async def transcribe(self, audio: np.ndarray, **kwargs: Any) -> Any:
+        if float(np.max(np.abs(audio))) >= 0.999:
+            raise RuntimeError("poisoned audio")
+        return await self.engine.transcribe(audio, **kwargs)
+
+
+async def test_a_stage_that_fails_ends_only_its_session_with_internal_error(caption_engines) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    engines = dataclasses.replace(caption_engines, recognizer=PoisonedRecognizer(caption_engines.recognizer))
+    with running_server(engines) as url:
+        healthy = asyncio.create_task(caption(url, np.concatenate([speech(FOX), silence(0.6)]), pace_s=0.02))
+        poison = np.sign(speech(COFFEE)).astype(np.float32)  # full-scale: the VAD still hears speech
+        events, code = await caption(url, np.concatenate([poison, silence(0.6)]), pace_s=0.01)
+        assert code == 4500 and events[-1]["code"] == "internal_error"
+        ok_events, ok_code = await healthy
+        assert ok_code == 1000 and word_errors(FOX, final_text(ok_events)) <= 1
+        health = get(url, "/healthz").json()
+        assert (health["sessions"], health["graphs"]) == (0, 0)  # nothing of either session is left
