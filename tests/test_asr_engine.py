@@ -167,9 +167,9 @@ async def test_a_cancelled_caller_leaves_the_engine_working_for_others(
     assert normalize((await final(engine, speech(COFFEE))).text) == normalize(COFFEE)
 
 
-async def test_a_newer_partial_supersedes_a_queued_one_of_the_same_session(
-    engine: WhisperEngine,
-) -> None:
+async def test_a_newer_partial_supersedes_a_queued_one_of_the_same_session() -> None:
+    engine = WhisperEngine("tiny.en", device="cpu", workers=1)  # one worker, so the blocker blocks
+    await engine.start()
     blocker = asyncio.ensure_future(final(engine, speech(STELLA)))
     await asyncio.sleep(0.02)
     old = asyncio.ensure_future(
@@ -181,6 +181,7 @@ async def test_a_newer_partial_supersedes_a_queued_one_of_the_same_session(
         await old
     assert normalize(new.text) == normalize(FOX)
     await blocker
+    await engine.close()
 
 
 async def test_audio_longer_than_30_seconds_is_refused(engine: WhisperEngine) -> None:
