@@ -17,7 +17,9 @@ Every event's arrival is stamped with ``time.monotonic()``. Figures:
   (speech_end: the last sample above 1 % of the clip's peak); none → ``finals_missing``;
 - ``committed_changes``: committed words of a partial that a later partial/final of the
   same utterance changed (must be 0);
-- ``realtime_ok``: max send lag <= 0.5 s, no final missing, final latency max <= 3 s.
+- ``realtime_ok``: max send lag <= 0.5 s, no final missing, final latency max <= 3 s;
+- ``rss_mb``: resident memory of the recognising process (this one, or the server via
+  ``/metrics``) before and after the run: repeated runs show whether sessions leak.
 
 The last line of stdout is one JSON object.
 
@@ -270,18 +272,37 @@ def _metrics_url(url: str) -> str:
     return base + "/metrics"
 
 
-def _scrape_cpu_seconds(url: str) -> float | None:
+def _scrape_metric(url: str, name: str) -> float | None:
     try:
         with urllib.request.urlopen(_metrics_url(url), timeout=5) as response:
             text = response.read().decode("utf-8", "replace")
     except Exception:
         return None
     for line in text.splitlines():
-        if line.startswith("process_cpu_seconds_total"):
+        if line.startswith(name + " "):
             try:
                 return float(line.split()[-1])
             except ValueError:
                 return None
+    return None
+
+
+def _scrape_cpu_seconds(url: str) -> float | None:
+    return _scrape_metric(url, "process_cpu_seconds_total")
+
+
+def _rss_mb(url: str | None) -> float | None:
+    """Resident memory of the process doing the recognition (this one, or the server)."""
+    if url:
+        value = _scrape_metric(url, "process_resident_memory_bytes")
+        return None if value is None else round(value / 2**20, 1)
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     return None
 
 
@@ -334,6 +355,7 @@ async def _run_count(
         else None
     )
     cpu_before = await asyncio.to_thread(_scrape_cpu_seconds, url) if url else None
+    rss_before = await asyncio.to_thread(_rss_mb, url)
     t0 = time.monotonic() + 0.2
     for run in runs:
         run.t0 = t0
@@ -358,6 +380,7 @@ async def _run_count(
     else:
         cpu_util = round(proc / wall / cpus, 3)
     result = _analyse(runs, wall, cpu_util)
+    result["rss_mb"] = {"before": rss_before, "after": await asyncio.to_thread(_rss_mb, url)}
     if collector is not None:
         result["asr_batches"] = _batch_summary(collector.collected, wall)
     return result, runs
