@@ -209,3 +209,27 @@ async def test_a_stage_that_fails_ends_only_its_session_with_internal_error(capt
         assert ok_code == 1000 and word_errors(FOX, final_text(ok_events)) <= 1
         health = get(url, "/healthz").json()
         assert (health["sessions"], health["graphs"]) == (0, 0)  # nothing of either session is left
+
+
+async def test_silence_and_noise_produce_no_captions_at_all(server_url: str) -> None:
+    rng = np.random.default_rng(7)
+    noise = (rng.standard_normal(16000 * 3) * 0.05).astype(np.float32)
+    events, code = await caption(server_url, np.concatenate([silence(2.0), noise, silence(1.0)]))
+    assert code == 1000
+    assert [e for e in events if e["type"] in ("partial", "final") and e["text"].strip()] == []
+
+
+async def test_the_first_word_survives_speech_that_starts_with_the_stream(server_url: str) -> None:
+    audio = speech(COFFEE)
+    audio = audio[int(np.flatnonzero(np.abs(audio) > 0.01)[0]) :]  # not one sample of lead-in
+    events, _ = await caption(server_url, np.concatenate([audio, silence(0.5)]))
+    assert normalize(final_text(events))[:3] == ["i", "would", "like"]
+
+
+async def test_a_client_that_goes_quiet_is_told_idle_timeout(server_url: str) -> None:
+    async with websockets.connect(server_url + "/v1/captions") as ws:
+        await ws.send(json.dumps({"type": "config"}))
+        reply = json.loads(await asyncio.wait_for(ws.recv(), 15))  # the test server waits 5 s
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+    assert reply["code"] == "idle_timeout" and ws.close_code == 4008
