@@ -226,7 +226,10 @@ class StreamingAsrStage(Stage):
         words = utterance.stable.committed + speculative.continuation
         if not words or not words[-1].text.endswith(SENTENCE_END):
             return
-        if (self._stream_end_s - utterance.paused_at_s) * 1000 < self.settings.early_final_ms:
+        # The pause is counted from the end of the last word heard when that is earlier
+        # than where the VAD turned quiet: its probability trails the speech by 40-150 ms.
+        quiet_from_s = min(utterance.paused_at_s, words[-1].end_s)
+        if (self._stream_end_s - quiet_from_s) * 1000 < self.settings.early_final_ms:
             return
         self._stop_utterance(-1.0)
         self._closed_early = True
