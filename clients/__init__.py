@@ -1,0 +1,1 @@
+"""Clients of voxline: audio file and microphone sources, the caption client, the local runner."""

@@ -1,0 +1,1 @@
+"""The outside world as frames: HTTP/WebSocket server, wire protocols, metrics."""

@@ -1,0 +1,1 @@
+"""Built-in stages: resampling, voice activity, streaming recognition."""
