@@ -4,6 +4,7 @@
 - ``device``: CUDA when CTranslate2 sees a GPU, else CPU, with a compute type to match;
 - ``vad``: Silero VAD (onnxruntime) streams and the ``SpeechSegmenter``;
 - ``asr``: ``WhisperEngine``, CTranslate2 Whisper batched across sessions;
+- ``word_timing``: word start/end times from the cross-attention alignment;
 - ``batch_scheduler``: the sans-I/O earliest-deadline-first batcher engines use;
 - ``speech_synth``: Piper speech for tests and benchmarks.
 
