@@ -64,27 +64,38 @@ async def _voxline_burst(n_stages: int, frames: list[AudioFrame]) -> float:
     return time.process_time() - started
 
 
-async def _bare_burst(n_stages: int, frames: list[AudioFrame]) -> float:
+_END = object()
+
+
+def _bare_chain(n_stages: int) -> tuple[asyncio.Queue[object], list[asyncio.Task[None]]]:
+    """A chain of ``asyncio.Queue``s with one pass-through task per stage and a sink.
+
+    Returns the head queue and the tasks; putting ``_END`` ends every task.
+    """
     queues: list[asyncio.Queue[object]] = [asyncio.Queue(EDGE_FRAMES) for _ in range(n_stages + 1)]
-    end = object()
 
     async def passthrough(inq: asyncio.Queue[object], outq: asyncio.Queue[object]) -> None:
         while True:
             item = await inq.get()
             await outq.put(item)
-            if item is end:
+            if item is _END:
                 return
 
     async def sink(inq: asyncio.Queue[object]) -> None:
-        while (await inq.get()) is not end:
+        while (await inq.get()) is not _END:
             pass
 
     tasks = [asyncio.create_task(passthrough(queues[i], queues[i + 1])) for i in range(n_stages)]
     tasks.append(asyncio.create_task(sink(queues[-1])))
+    return queues[0], tasks
+
+
+async def _bare_burst(n_stages: int, frames: list[AudioFrame]) -> float:
+    head, tasks = _bare_chain(n_stages)
     started = time.process_time()
     for frame in frames:
-        await queues[0].put(frame)
-    await queues[0].put(end)
+        await head.put(frame)
+    await head.put(_END)
     await asyncio.gather(*tasks)
     return time.process_time() - started
 
@@ -102,9 +113,9 @@ async def _paced(kind: str, n_stages: int, sessions: int, seconds: float) -> tup
                 await asyncio.sleep(delay)
 
     started = time.process_time()
+    feeders = []
     if kind == "voxline":
         graphs = []
-        feeders = []
         for _ in range(sessions):
             graph, inbox = _voxline_chain(n_stages)
             await graph.start()
@@ -114,31 +125,16 @@ async def _paced(kind: str, n_stages: int, sessions: int, seconds: float) -> tup
         for graph in graphs:
             await graph.drain(10)
     else:
-        end = object()
-        all_tasks = []
-        feeders = []
-
-        async def passthrough(inq: asyncio.Queue[object], outq: asyncio.Queue[object]) -> None:
-            while True:
-                item = await inq.get()
-                await outq.put(item)
-                if item is end:
-                    return
-
-        async def sink(inq: asyncio.Queue[object]) -> None:
-            while (await inq.get()) is not end:
-                pass
-
+        all_tasks: list[asyncio.Task[None]] = []
         heads = []
         for _ in range(sessions):
-            queues: list[asyncio.Queue[object]] = [asyncio.Queue(EDGE_FRAMES) for _ in range(n_stages + 1)]
-            all_tasks += [asyncio.create_task(passthrough(queues[i], queues[i + 1])) for i in range(n_stages)]
-            all_tasks.append(asyncio.create_task(sink(queues[-1])))
-            heads.append(queues[0])
-            feeders.append(feed(queues[0].put))
+            head, tasks = _bare_chain(n_stages)
+            all_tasks += tasks
+            heads.append(head)
+            feeders.append(feed(head.put))
         await asyncio.gather(*feeders)
         for head in heads:
-            await head.put(end)
+            await head.put(_END)
         await asyncio.gather(*all_tasks)
     return time.process_time() - started, n_frames * sessions
 

@@ -114,9 +114,9 @@ class StreamingAsrStage(Stage):
                 await worker
             except asyncio.CancelledError:
                 if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                    raise
+                    raise  # we are being cancelled too: let it through
             except Exception:
-                pass
+                pass  # a worker that failed already failed the stage (see _on_worker_done)
 
     def _check_worker(self) -> None:
         worker = self._worker
