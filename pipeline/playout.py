@@ -1,0 +1,157 @@
+"""The playout buffer: agent speech waiting to be played, and the record of what was heard.
+
+Sans I/O. The agent's TTS audio is queued as *segments* (one clause of text and its
+audio); a transport pulls fixed-size frames (``next_frame``, e.g. 20 ms) at real-time
+pace and gets silence when nothing is queued or playback is paused. Because every
+sample that leaves is counted against its segment, the buffer knows at any moment
+which words the listener has actually heard:
+
+- ``pause`` / ``resume`` hold the position (a backchannel or a cough: the agent goes
+  on from the same sample, without repeating or skipping a word);
+- ``flush`` drops everything not yet played (a real interruption) and returns the
+  words that were heard, cut at the last word played to its end, for the history.
+
+Word positions inside a segment are not known from Piper; they are estimated by
+sharing the segment's samples among its words in proportion to their length in
+characters (plus one for the gap). That is good to about a syllable, which is what
+"cut at the word" needs.
+
+The frames handed out are also the echo canceller's far-end reference: exactly what
+went to the speaker, silence included.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+FloatAudio = npt.NDArray[np.float32]
+
+
+@dataclass(slots=True)
+class _Segment:
+    text: str
+    turn: int
+    audio: FloatAudio
+    word_ends: list[int]  # sample index (within audio) where each word ends
+    played: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return len(self.audio) - self.played
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """What the listener heard of a turn: whole words, and whether it was cut short."""
+
+    turn: int
+    text: str
+    interrupted: bool
+
+
+def _word_ends(text: str, n_samples: int) -> list[int]:
+    words = text.split()
+    if not words:
+        return []
+    weights = np.array([len(w) + 1 for w in words], dtype=np.float64)
+    ends = np.cumsum(weights) / weights.sum() * n_samples
+    return [round(e) for e in ends]
+
+
+@dataclass(slots=True)
+class PlayoutBuffer:
+    """Queued agent audio at ``sample_rate_hz``, pulled in frames; at most ``max_s`` queued."""
+
+    sample_rate_hz: int
+    max_s: float = 60.0
+    _segments: deque[_Segment] = field(default_factory=deque)
+    _heard: dict[int, list[str]] = field(default_factory=dict)
+    _paused: bool = False
+    _queued: int = 0
+
+    @property
+    def queued_s(self) -> float:
+        """Seconds of audio waiting to be played."""
+        return self._queued / self.sample_rate_hz
+
+    @property
+    def playing(self) -> bool:
+        """True when audio is queued and playback is not paused."""
+        return self._queued > 0 and not self._paused
+
+    @property
+    def paused(self) -> bool:
+        """True between ``pause`` and ``resume``."""
+        return self._paused
+
+    def enqueue(self, text: str, audio: FloatAudio, turn: int) -> bool:
+        """Queue one clause's audio; False (nothing queued) if it would pass ``max_s``."""
+        samples = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if (self._queued + len(samples)) / self.sample_rate_hz > self.max_s:
+            return False
+        self._segments.append(_Segment(text, turn, samples, _word_ends(text, len(samples))))
+        self._queued += len(samples)
+        self._heard.setdefault(turn, [])
+        return True
+
+    def next_frame(self, n_samples: int) -> FloatAudio:
+        """The next ``n_samples`` to play: queued audio, then silence; all silence if paused."""
+        frame = np.zeros(n_samples, dtype=np.float32)
+        if self._paused:
+            return frame
+        filled = 0
+        while filled < n_samples and self._segments:
+            segment = self._segments[0]
+            take = min(n_samples - filled, segment.remaining)
+            frame[filled : filled + take] = segment.audio[segment.played : segment.played + take]
+            self._advance(segment, take)
+            filled += take
+            if segment.remaining == 0:
+                self._segments.popleft()
+        return frame
+
+    def _advance(self, segment: _Segment, samples: int) -> None:
+        before = segment.played
+        segment.played += samples
+        self._queued -= samples
+        words = segment.text.split()
+        heard = self._heard[segment.turn]
+        for word, end in zip(words, segment.word_ends, strict=True):
+            if before < end <= segment.played:
+                heard.append(word)
+
+    def pause(self) -> None:
+        """Hold playback where it is (silence until ``resume``)."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Go on from the exact sample where ``pause`` held."""
+        self._paused = False
+
+    def heard(self, turn: int) -> Heard:
+        """The words of ``turn`` played to their end so far."""
+        return Heard(turn, " ".join(self._heard.get(turn, [])), False)
+
+    def flush(self) -> list[Heard]:
+        """Drop all audio not yet played; return, per turn that had some, what was heard.
+
+        Playback is un-paused. Turns whose audio was cut short are marked ``interrupted``.
+        """
+        cut_turns = {s.turn for s in self._segments if s.played < len(s.audio)}
+        self._segments.clear()
+        self._queued = 0
+        self._paused = False
+        heard = [
+            Heard(turn, " ".join(words), turn in cut_turns)
+            for turn, words in sorted(self._heard.items())
+        ]
+        self._heard = {}
+        return heard
+
+    def forget(self, turn: int) -> Heard:
+        """Stop tracking a turn that finished playing; returns what was heard of it."""
+        return Heard(turn, " ".join(self._heard.pop(turn, [])), False)
