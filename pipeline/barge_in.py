@@ -1,0 +1,147 @@
+"""Barge-in: what to do when the user speaks while the agent talks. Sans I/O.
+
+Three outcomes, decided in two steps:
+
+1. The user has spoken over the agent for ``min_speech_ms`` (shorter sounds, clicks,
+   are ignored): **pause** the agent's audio at once.
+2. Then the user's words decide:
+   - no words at all (a cough, a door) or only backchannels ("uh-huh", "yeah",
+     "okay", "mm-hmm", "right"; configurable): **resume** where it paused;
+   - anything else: **interrupt** — cancel the reply, flush its audio, keep in the
+     history only what was heard.
+
+The decision is taken as early as it is safe: a partial transcript with a word that
+is not a backchannel interrupts at once; a pause of the user's speech with only
+backchannels (or nothing) heard resumes; speech that goes on for ``max_backchannel_ms``
+is no backchannel, whatever the recogniser has said so far.
+
+Feed it events with media times in seconds; each call returns the action to take now
+(or ``None``). It holds no audio and no clock of its own.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+DEFAULT_BACKCHANNELS = (
+    "uh-huh", "uh huh", "mm-hmm", "mm hmm", "mhm", "hmm", "mm", "yeah", "yes", "yep",
+    "okay", "ok", "right", "sure", "i see", "got it", "alright", "all right",
+)
+_WORD = re.compile(r"[a-z']+(?:-[a-z']+)*")
+
+
+class BargeInAction(enum.Enum):
+    """What the agent's playback must do now."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
+    INTERRUPT = "interrupt"
+
+
+@dataclass(frozen=True, slots=True)
+class BargeInSettings:
+    """Thresholds (ms) and the backchannel phrases (lower case)."""
+
+    min_speech_ms: float = 150.0
+    max_backchannel_ms: float = 1500.0
+    backchannels: tuple[str, ...] = DEFAULT_BACKCHANNELS
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+@dataclass(slots=True)
+class BargeInPolicy:
+    """Turns user speech events during agent playback into pause/resume/interrupt."""
+
+    settings: BargeInSettings = field(default_factory=BargeInSettings)
+    _agent_speaking: bool = False
+    _speech_start_s: float | None = None
+    _paused: bool = False
+    _heard_words: bool = False
+    _phrases: frozenset[tuple[str, ...]] = frozenset()
+
+    def __post_init__(self) -> None:
+        self._phrases = frozenset(tuple(_words(p)) for p in self.settings.backchannels)
+
+    @property
+    def paused(self) -> bool:
+        """True while the agent's audio is held, waiting for the user's words to decide."""
+        return self._paused
+
+    def is_backchannel(self, text: str) -> bool:
+        """True when ``text`` is nothing but backchannel phrases (or empty)."""
+        words = _words(text)
+        i = 0
+        while i < len(words):
+            for n in (3, 2, 1):
+                if tuple(words[i : i + n]) in self._phrases:
+                    i += n
+                    break
+            else:
+                return False
+        return True
+
+    def agent_speaking(self, speaking: bool) -> None:
+        """The agent's playback started (True) or ended on its own (False)."""
+        self._agent_speaking = speaking
+        if not speaking and not self._paused:
+            self._speech_start_s = None
+
+    def user_speech_start(self, at_s: float) -> None:
+        """The VAD heard the user start speaking at ``at_s``."""
+        if self._speech_start_s is None:
+            self._speech_start_s = at_s
+
+    def user_audio(self, now_s: float) -> BargeInAction | None:
+        """Time passes in the user's stream (call per audio frame while the user speaks)."""
+        start = self._speech_start_s
+        if start is None:
+            return None
+        spoken_ms = (now_s - start) * 1000
+        if self._agent_speaking and not self._paused and spoken_ms >= self.settings.min_speech_ms:
+            self._paused = True
+            return BargeInAction.PAUSE
+        if self._paused and spoken_ms >= self.settings.max_backchannel_ms:
+            return self._decide(interrupt=True)
+        return None
+
+    def user_transcript(self, text: str, *, final: bool) -> BargeInAction | None:
+        """A partial or final transcript of what the user is saying."""
+        if not self._paused:
+            if final:
+                self._speech_start_s = None
+            return None
+        if not self.is_backchannel(text):
+            return self._decide(interrupt=True)
+        self._heard_words = self._heard_words or bool(_words(text))
+        return self._decide(interrupt=False) if final else None
+
+    def user_speech_end(self) -> BargeInAction | None:
+        """The VAD says the user stopped speaking.
+
+        With no words recognised at all (a cough, a door) the agent resumes now; with
+        backchannel words so far, the final transcript (``user_transcript``) decides.
+        """
+        self._speech_start_s = None
+        if self._paused and not self._heard_words:
+            return self._decide(interrupt=False)
+        return None
+
+    def _decide(self, *, interrupt: bool) -> BargeInAction:
+        self._paused = False
+        self._heard_words = False
+        self._speech_start_s = None
+        if interrupt:
+            self._agent_speaking = False
+            return BargeInAction.INTERRUPT
+        return BargeInAction.RESUME
+
+
+def backchannel_phrases(extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """The default backchannel phrases plus ``extra`` (for configuration)."""
+    return (*DEFAULT_BACKCHANNELS, *extra)
