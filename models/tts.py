@@ -1,0 +1,395 @@
+"""Streaming speech synthesis: Piper (voice en_US-joe-medium) shared by all sessions.
+
+One ``PiperEngine`` serves every session of a process. ``stream(text)`` queues a
+request and returns a ``SynthesisStream``: an async iterator of mono float32 chunks
+at ``sample_rate_hz`` (22050 Hz for the packaged voice), one per sentence of the text,
+as Piper makes them. Worker threads run Piper; chunks reach the caller's loop through
+a bounded queue (``max_chunks_ahead``), and a worker that is that far ahead of its
+reader waits (back-pressure). A reader that stops (``aclose``, or cancellation of the
+task iterating) stops synthesis before the next sentence.
+
+Output is deterministic: Piper's generator and phoneme-width noise are off, as in
+``speech_synth``. Each worker owns one voice (an onnxruntime session with
+``cpu_threads`` intra-op threads); Piper's espeak phonemizer is serialised by Piper.
+
+Needs the ``tts`` extra (``pip install 'voxline[tts]'``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from voxline.errors import EngineError
+from voxline.models.registry import ModelNotFoundError, piper_voice_path
+
+__all__ = ["PiperEngine", "SynthesisStats", "SynthesisStream"]
+
+MAX_TEXT_CHARS = 4000
+"""Longest text one request may carry (characters)."""
+_MAX_PENDING = 256  # requests waiting for a worker
+_MAX_CHUNKS_AHEAD = 4  # chunks a worker may queue ahead of its reader
+_STALL_TIMEOUT_S = 60.0  # a reader that takes no chunk for this long is abandoned
+_POLL_S = 0.05  # how often a waiting worker looks at the cancel flag
+_CLOSE_TIMEOUT_S = 10.0
+
+FloatAudio = npt.NDArray[np.float32]
+
+
+@dataclass(slots=True)
+class SynthesisStats:
+    """How one request went; written by the worker, complete once the stream has ended.
+
+    ``queued_ms``: from ``stream()`` until a worker took the request. ``first_chunk_ms``:
+    from ``stream()`` until the first chunk was ready (None if none was). ``total_ms``:
+    from ``stream()`` until synthesis ended. ``synth_ms``: time spent in Piper.
+    ``audio_s``: seconds of audio made. ``cancelled``: the reader stopped early.
+    """
+
+    queued_ms: float = 0.0
+    first_chunk_ms: float | None = None
+    total_ms: float = 0.0
+    synth_ms: float = 0.0
+    audio_s: float = 0.0
+    chunks: int = 0
+    cancelled: bool = False
+
+    @property
+    def real_time_factor(self) -> float:
+        """Synthesis time per second of audio (below 1: faster than real time)."""
+        return self.synth_ms / 1000 / self.audio_s if self.audio_s else 0.0
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
+    text: str
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue[FloatAudio | BaseException | None]
+    submitted: float  # time.perf_counter()
+    stats: SynthesisStats = field(default_factory=SynthesisStats)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    # Free places in ``out``: taken by the worker before it sends, given back by the reader.
+    room: threading.Semaphore = field(
+        default_factory=lambda: threading.Semaphore(_MAX_CHUNKS_AHEAD)
+    )
+
+
+class SynthesisStream:
+    """Async iterator of one request's audio chunks (float32 mono, ``sample_rate_hz``).
+
+    Iterating ends after the last chunk. ``aclose()`` (idempotent), or cancelling the
+    task waiting in ``__anext__``, stops the request: a request still queued never
+    runs; one being synthesized finishes the sentence Piper is on (that chunk is
+    discarded) and makes no more, so its worker is free within one sentence's
+    synthesis time. Chunks already queued are dropped. A task cancelled while it
+    holds a chunk (not waiting in ``__anext__``) does not reach the stream: read inside
+    ``async with engine.stream(text) as chunks:``, which closes it on the way out.
+    As a safety net, a stream that is garbage-collected, or whose reader takes no
+    chunk for 60 s, is closed too.
+
+    Raises (from iteration): ``EngineError`` if Piper failed or the engine was closed
+    before the request finished.
+    """
+
+    def __init__(self, request: _Request) -> None:
+        self._request = request
+        self._done = False
+
+    @property
+    def stats(self) -> SynthesisStats:
+        """Figures of this request (complete once the stream has ended)."""
+        return self._request.stats
+
+    def __aiter__(self) -> SynthesisStream:
+        return self
+
+    async def __anext__(self) -> FloatAudio:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            item = await self._request.out.get()
+        except asyncio.CancelledError:
+            self._stop()
+            raise
+        if item is None:
+            self._done = True
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        self._request.room.release()
+        return item
+
+    async def aclose(self) -> None:
+        """Stop synthesis (before the next sentence) and end the stream. Idempotent."""
+        self._stop()
+
+    def _stop(self) -> None:
+        self._done = True
+        self._request.cancelled.set()
+
+    async def __aenter__(self) -> SynthesisStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._stop()
+
+    def __del__(self) -> None:
+        self._request.cancelled.set()
+
+
+def _settle(request: _Request, item: FloatAudio | BaseException | None) -> None:
+    request.out.put_nowait(item)  # never full: the worker held a place, ends need none
+
+
+class PiperEngine:
+    """Piper text-to-speech shared by all sessions of a process.
+
+    Life cycle: ``await start()`` (loads one voice per worker off the loop, starts the
+    worker threads), any number of concurrent ``stream(text)``, then ``await close()``
+    (idempotent). ``voice_path`` is a Piper ``.onnx`` voice with its ``.onnx.json``
+    beside it (default: the packaged en_US-joe-medium). ``workers`` requests are
+    synthesized at once; others wait first in, first out (at most 256).
+    ``length_scale`` stretches phoneme durations (above 1: slower speech).
+    ``cpu_threads`` is each worker's onnxruntime thread budget: one keeps a 2-core
+    machine's recogniser and LLM responsive, and Piper is still ~25x real time.
+    """
+
+    def __init__(
+        self,
+        voice_path: str | None = None,
+        *,
+        workers: int = 1,
+        length_scale: float = 1.0,
+        cpu_threads: int = 1,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        if length_scale <= 0:
+            raise ValueError(f"length_scale must be positive, got {length_scale}")
+        self.voice_path = voice_path
+        self.workers = workers
+        self.length_scale = length_scale
+        self.cpu_threads = cpu_threads
+        self._cond = threading.Condition()
+        self._pending: collections.deque[_Request] = collections.deque()
+        self._threads: list[threading.Thread] = []
+        self._sample_rate_hz: int | None = None
+        self._closing = False
+        self._drain = False
+        self._busy = 0
+
+    @property
+    def busy_workers(self) -> int:
+        """Workers synthesizing (or waiting for a reader to take a chunk) right now."""
+        return self._busy
+
+    @property
+    def sample_rate_hz(self) -> int:
+        """Rate of the audio chunks (Hz), from the voice config; known once started."""
+        if self._sample_rate_hz is None:
+            raise EngineError("TTS engine is not started; await start() first")
+        return self._sample_rate_hz
+
+    # -- life cycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the voice(s) off the loop and start the workers; a second call does nothing.
+
+        Raises:
+            ModelNotFoundError: piper-tts or the voice is not installed.
+            EngineError: the engine was closed, or the voice could not be loaded.
+
+        If cancelled midway, loading finishes in its thread and no worker is started.
+        """
+        if self._closing:
+            raise EngineError("TTS engine is closed")
+        if self._threads:
+            return
+        voices = await asyncio.to_thread(lambda: [self._load() for _ in range(self.workers)])
+        if self._threads or self._closing:
+            return
+        self._sample_rate_hz = int(voices[0].config.sample_rate)
+        for i, voice in enumerate(voices):
+            thread = threading.Thread(
+                target=self._work, args=(voice,), name=f"voxline-tts-{i}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _load(self) -> Any:
+        try:
+            import onnxruntime
+            from piper import PiperVoice
+            from piper.config import PiperConfig
+        except ImportError as exc:
+            raise ModelNotFoundError(
+                "piper-tts is not installed; install it with: pip install 'voxline[tts]'"
+            ) from exc
+        path = self.voice_path or piper_voice_path()
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self.cpu_threads
+        options.inter_op_num_threads = 1
+        try:
+            with open(f"{path}.json", encoding="utf-8") as config_file:
+                config = PiperConfig.from_dict(json.load(config_file))
+            # PiperVoice.load takes no session options; build the voice it would build.
+            session = onnxruntime.InferenceSession(
+                path, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # OSError, JSON and onnxruntime's untyped errors
+            raise EngineError(f"cannot load Piper voice {path}: {exc}") from exc
+        return PiperVoice(session=session, config=config)
+
+    async def close(self, *, drain: bool = False, timeout_s: float = _CLOSE_TIMEOUT_S) -> None:
+        """Stop the workers and wait for their threads to end (idempotent).
+
+        With ``drain=False`` queued requests end at once with ``EngineError`` and
+        requests being synthesized stop before their next sentence (their streams then
+        raise ``EngineError``); with ``drain=True`` every accepted request is finished
+        first (a reader must still take its chunks). Later ``stream`` calls raise
+        ``EngineError``. If cancelled while waiting, the workers still stop on their own.
+
+        Raises:
+            EngineError: a worker did not end within ``timeout_s`` seconds.
+        """
+        with self._cond:
+            self._closing = True
+            self._drain = self._drain or drain
+            dropped = [] if self._drain else list(self._pending)
+            if not self._drain:
+                self._pending.clear()
+            self._cond.notify_all()
+        for request in dropped:
+            self._send(request, EngineError("TTS engine closed before the request ran"))
+        for thread in list(self._threads):
+            await asyncio.to_thread(thread.join, timeout_s)
+            if thread.is_alive():
+                raise EngineError(f"TTS worker did not stop within {timeout_s} s")
+            self._threads.remove(thread)
+
+    # -- requests -----------------------------------------------------------------
+
+    def stream(self, text: str) -> SynthesisStream:
+        """Queue ``text`` for synthesis and return the stream of its audio chunks.
+
+        Whitespace-only text gives a stream that ends at once without using a worker.
+
+        Raises:
+            ValueError: ``text`` is longer than ``MAX_TEXT_CHARS``.
+            EngineError: the engine is not started, closed, or 256 requests are waiting.
+        """
+        if len(text) > MAX_TEXT_CHARS:
+            raise ValueError(f"TTS text is {len(text)} characters; max {MAX_TEXT_CHARS}")
+        if self._closing:
+            raise EngineError("TTS engine is closed")
+        if not self._threads:
+            raise EngineError("TTS engine is not started; await start() first")
+        loop = asyncio.get_running_loop()
+        request = _Request(
+            " ".join(text.split()), loop, asyncio.Queue(_MAX_CHUNKS_AHEAD + 1), time.perf_counter()
+        )
+        if not request.text:
+            request.out.put_nowait(None)
+            return SynthesisStream(request)
+        with self._cond:
+            if self._closing:
+                raise EngineError("TTS engine is closed")
+            if len(self._pending) >= _MAX_PENDING:
+                raise EngineError(f"TTS queue is full ({_MAX_PENDING} requests waiting)")
+            self._pending.append(request)
+            self._cond.notify()
+        return SynthesisStream(request)
+
+    async def synthesize_all(self, text: str) -> FloatAudio:
+        """Speak ``text`` and return all its audio at ``sample_rate_hz`` (float32 mono).
+
+        Empty text gives an empty array. If cancelled midway, synthesis stops before
+        the next sentence. Raises as ``stream`` and its iteration do.
+        """
+        async with self.stream(text) as chunks:
+            parts = [chunk async for chunk in chunks]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+    def _send(self, request: _Request, item: FloatAudio | BaseException | None) -> None:
+        try:
+            request.loop.call_soon_threadsafe(_settle, request, item)
+        except RuntimeError:
+            request.cancelled.set()  # the caller's loop is closed: nobody is listening
+
+    # -- worker -------------------------------------------------------------------
+
+    def _next_request(self) -> _Request | None:
+        with self._cond:
+            while not self._pending and not self._closing:
+                self._cond.wait()
+            if self._closing and not (self._drain and self._pending):
+                return None
+            return self._pending.popleft()
+
+    def _work(self, voice: Any) -> None:
+        from piper import SynthesisConfig
+
+        config = SynthesisConfig(length_scale=self.length_scale, noise_scale=0.0, noise_w_scale=0.0)
+        while (request := self._next_request()) is not None:
+            if request.cancelled.is_set():
+                continue
+            with self._cond:
+                self._busy += 1
+            try:
+                self._synthesize(voice, config, request)
+            except Exception as exc:  # Piper and onnxruntime raise assorted types
+                error = EngineError(f"TTS synthesis failed: {exc}")
+                error.__cause__ = exc
+                self._send(request, error)
+            finally:
+                with self._cond:
+                    self._busy -= 1
+
+    def _stopped(self, request: _Request) -> bool:
+        return request.cancelled.is_set() or (self._closing and not self._drain)
+
+    def _synthesize(self, voice: Any, config: Any, request: _Request) -> None:
+        stats = request.stats
+        started = time.perf_counter()
+        stats.queued_ms = (started - request.submitted) * 1000
+        chunks = voice.synthesize(request.text, syn_config=config)
+        while True:
+            t0 = time.perf_counter()
+            chunk = next(chunks, None)
+            stats.synth_ms += (time.perf_counter() - t0) * 1000
+            if chunk is None or self._stopped(request) or not self._wait_for_room(request):
+                break
+            audio = np.asarray(chunk.audio_float_array, dtype=np.float32)
+            if stats.first_chunk_ms is None:
+                stats.first_chunk_ms = (time.perf_counter() - request.submitted) * 1000
+            stats.chunks += 1
+            stats.audio_s += len(audio) / voice.config.sample_rate
+            self._send(request, audio)
+        stats.total_ms = (time.perf_counter() - request.submitted) * 1000
+        if request.cancelled.is_set():
+            stats.cancelled = True
+            self._send(request, None)
+        elif self._stopped(request):
+            self._send(request, EngineError("TTS engine closed during synthesis"))
+        else:
+            self._send(request, None)
+
+    def _wait_for_room(self, request: _Request) -> bool:
+        """Wait until the reader has room for one more chunk; False if it never will."""
+        deadline = time.monotonic() + _STALL_TIMEOUT_S
+        while not request.room.acquire(timeout=_POLL_S):
+            if self._stopped(request):
+                return False
+            if time.monotonic() > deadline:
+                request.cancelled.set()  # a reader that stalls this long is gone
+                return False
+        return True
