@@ -5,6 +5,8 @@
 - ``vad``: Silero VAD (onnxruntime) streams and the ``SpeechSegmenter``;
 - ``asr``: ``WhisperEngine``, CTranslate2 Whisper batched across sessions;
 - ``word_timing``: word start/end times from the cross-attention alignment;
+- ``llm``: ``LlamaEngine``, SmolLM2 on llama.cpp; ``tts``: ``PiperEngine``, streaming Piper;
+- ``engine_stream``: the async iterator engines feed from their worker threads;
 - ``batch_scheduler``: the sans-I/O earliest-deadline-first batcher engines use;
 - ``speech_synth``: Piper speech for tests and benchmarks.
 

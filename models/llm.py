@@ -27,12 +27,13 @@ import importlib.util
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from voxline.errors import EngineError
+from voxline.models.engine_stream import EngineStream
 from voxline.models.registry import ModelNotFoundError
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -80,41 +81,17 @@ class _Request:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
-class TokenStream:
+class TokenStream(EngineStream[str]):
     """An async iterator of text pieces of one reply; ``aclose`` stops generation."""
 
     def __init__(self, request: _Request) -> None:
+        super().__init__(request.out, request.cancelled)
         self._request = request
-        self._done = False
 
     @property
     def stats(self) -> GenerationStats:
         """Figures of this reply (complete once the stream has ended)."""
         return self._request.stats
-
-    def __aiter__(self) -> TokenStream:
-        return self
-
-    async def __anext__(self) -> str:
-        if self._done:
-            raise StopAsyncIteration
-        try:
-            item = await self._request.out.get()
-        except asyncio.CancelledError:
-            self._request.cancelled.set()
-            raise
-        if item is None:
-            self._done = True
-            raise StopAsyncIteration
-        if isinstance(item, BaseException):
-            self._done = True
-            raise item
-        return item
-
-    async def aclose(self) -> None:
-        """Stop generating (at the next token) and end the stream. Idempotent."""
-        self._request.cancelled.set()
-        self._done = True
 
     async def text(self) -> str:
         """The whole reply (reads the stream to its end)."""
@@ -252,13 +229,3 @@ class LlamaEngine:
                 continue
             stats.total_ms = (time.perf_counter() - started) * 1000
             self._send(request, None)
-
-
-async def reply_text(engine: LlamaEngine, messages: Sequence[dict[str, str]], **kwargs: Any) -> str:
-    """Convenience: the whole reply to ``messages`` as one string."""
-    return await engine.stream(messages, **kwargs).text()
-
-
-async def collect(stream: AsyncIterator[str]) -> list[str]:
-    """All pieces of a token stream, in order (for tests and benchmarks)."""
-    return [piece async for piece in stream]

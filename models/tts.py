@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from voxline.errors import EngineError
+from voxline.models.engine_stream import EngineStream
 from voxline.models.registry import ModelNotFoundError, piper_voice_path
 
 __all__ = ["PiperEngine", "SynthesisStats", "SynthesisStream"]
@@ -82,7 +83,7 @@ class _Request:
     )
 
 
-class SynthesisStream:
+class SynthesisStream(EngineStream[FloatAudio]):
     """Async iterator of one request's audio chunks (float32 mono, ``sample_rate_hz``).
 
     Iterating ends after the last chunk. ``aclose()`` (idempotent), or cancelling the
@@ -100,50 +101,16 @@ class SynthesisStream:
     """
 
     def __init__(self, request: _Request) -> None:
+        super().__init__(request.out, request.cancelled)
         self._request = request
-        self._done = False
 
     @property
     def stats(self) -> SynthesisStats:
         """Figures of this request (complete once the stream has ended)."""
         return self._request.stats
 
-    def __aiter__(self) -> SynthesisStream:
-        return self
-
-    async def __anext__(self) -> FloatAudio:
-        if self._done:
-            raise StopAsyncIteration
-        try:
-            item = await self._request.out.get()
-        except asyncio.CancelledError:
-            self._stop()
-            raise
-        if item is None:
-            self._done = True
-            raise StopAsyncIteration
-        if isinstance(item, BaseException):
-            self._done = True
-            raise item
-        self._request.room.release()
-        return item
-
-    async def aclose(self) -> None:
-        """Stop synthesis (before the next sentence) and end the stream. Idempotent."""
-        self._stop()
-
-    def _stop(self) -> None:
-        self._done = True
-        self._request.cancelled.set()
-
-    async def __aenter__(self) -> SynthesisStream:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._stop()
-
-    def __del__(self) -> None:
-        self._request.cancelled.set()
+    def _taken(self, item: FloatAudio) -> None:
+        self._request.room.release()  # the worker may make one more chunk
 
 
 def _settle(request: _Request, item: FloatAudio | BaseException | None) -> None:
