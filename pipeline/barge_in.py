@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 DEFAULT_BACKCHANNELS = (
     "uh-huh", "uh huh", "mm-hmm", "mm hmm", "mhm", "hmm", "mm", "yeah", "yes", "yep",
     "okay", "ok", "right", "sure", "i see", "got it", "alright", "all right",
+    "uh", "um", "oh", "ah", "mm-hm",
 )
 _WORD = re.compile(r"[a-z']+(?:-[a-z']+)*")
 
@@ -120,6 +121,14 @@ class BargeInPolicy:
             return self._decide(interrupt=True)
         self._heard_words = self._heard_words or bool(_words(text))
         return self._decide(interrupt=False) if final else None
+
+    def user_quiet(self) -> None:
+        """The user paused (maybe only between words): stop timing this stretch of speech.
+
+        No decision is taken: the transcript, or ``user_speech_end`` once the pause has
+        lasted, decides.
+        """
+        self._speech_start_s = None
 
     def user_speech_end(self) -> BargeInAction | None:
         """The VAD says the user stopped speaking.

@@ -6,8 +6,8 @@ with these methods fits (a causal fine-tuned Whisper, a CTC model, a test double
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from typing import Protocol
+from collections.abc import AsyncIterator, Hashable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -50,4 +50,68 @@ class SpeechProbability(Protocol):
 
     def feed(self, audio: npt.NDArray[np.float32]) -> list[tuple[int, float]]:
         """Feed 16 kHz audio; returns (window end in samples, speech probability) per window."""
+        ...
+
+
+class ReplyStream(Protocol):
+    """One streamed LLM reply: an async iterator of text pieces.
+
+    ``aclose()`` stops generation (idempotent); ``stats`` has at least
+    ``first_token_ms`` (None until the first piece) and ``completion_tokens``.
+    """
+
+    @property
+    def stats(self) -> Any:
+        """Figures of this reply (time to first token, token count)."""
+        ...
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        """Iterate the reply's text pieces in order."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop the reply; pieces not yet read are dropped."""
+        ...
+
+
+class ChatEngine(Protocol):
+    """A shared, streaming chat model (``LlamaEngine`` in-process, ``OpenAIChatEngine`` remote)."""
+
+    async def start(self) -> None:
+        """Load or connect; a second call does nothing."""
+        ...
+
+    async def close(self) -> None:
+        """Release the model or connection. Idempotent."""
+        ...
+
+    def stream(
+        self, messages: Sequence[dict[str, str]], *, max_tokens: int = 128, temperature: float = 0.0
+    ) -> ReplyStream:
+        """Start a reply to OpenAI-style ``messages``; raises ``EngineError`` if not started."""
+        ...
+
+
+class AudioChunkStream(Protocol):
+    """Streamed synthesis of one text: float32 chunks at the engine's rate; ``aclose`` stops it."""
+
+    def __aiter__(self) -> AsyncIterator[npt.NDArray[np.float32]]:
+        """Iterate the audio chunks in order."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop synthesis; chunks not yet read are dropped."""
+        ...
+
+
+class SpeechSynthesizer(Protocol):
+    """A shared, streaming text-to-speech engine (e.g. ``voxline.models.tts.PiperEngine``)."""
+
+    @property
+    def sample_rate_hz(self) -> int:
+        """The rate of the audio it makes."""
+        ...
+
+    def stream(self, text: str) -> AudioChunkStream:
+        """Start synthesising ``text``; chunks arrive as they are made."""
         ...

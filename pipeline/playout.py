@@ -98,6 +98,13 @@ class PlayoutBuffer:
         self._heard.setdefault(turn, [])
         return True
 
+    def head(self) -> tuple[int, str] | None:
+        """(turn, text) of the segment playing or next to play; None when nothing is queued."""
+        if not self._segments:
+            return None
+        segment = self._segments[0]
+        return segment.turn, segment.text
+
     def next_frame(self, n_samples: int) -> FloatAudio:
         """The next ``n_samples`` to play: queued audio, then silence; all silence if paused."""
         frame = np.zeros(n_samples, dtype=np.float32)

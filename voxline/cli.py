@@ -1,9 +1,12 @@
-"""The ``voxline`` command line: ``serve`` and ``caption``.
+"""The ``voxline`` command line: ``serve``, ``caption``, ``demo`` and ``mic``.
 
 ``voxline serve [--host H] [--port P]`` runs the HTTP/WebSocket server.
 ``voxline caption FILE|--mic [--url ws://HOST:PORT] [--realtime|--fast]
 [--format text|jsonl|srt|vtt] [--model NAME|PATH]`` captions a file or the
 microphone, in this process (default) or through a server (``--url``).
+``voxline demo [--question TEXT ...] [--echo] [--out reply.wav] [--plot waterfall.png]``
+holds a spoken conversation with the agent headless; ``voxline mic`` talks to it
+through the microphone and speakers.
 """
 
 from __future__ import annotations
@@ -46,6 +49,14 @@ def _parser() -> argparse.ArgumentParser:
     caption.add_argument("--format", choices=FORMATS, default="text", help="output: text (finals), jsonl (every event), srt, vtt")
     caption.add_argument("--model", help="ASR model: tiny.en (default), base, or a CTranslate2 model directory")
     caption.add_argument("--no-progress", action="store_true", help="no progress bar for files")
+
+    demo = sub.add_parser("demo", help="a spoken conversation with the agent, headless (no audio devices)")
+    demo.add_argument("--question", action="append", help="what the user says (repeat for several turns)")
+    demo.add_argument("--echo", action="store_true", help="feed the agent's voice back into its input, as open speakers would")
+    demo.add_argument("--out", default="reply.wav", help="WAV file for the agent's audio (default reply.wav)")
+    demo.add_argument("--plot", default="waterfall.png", help="PNG for the latency waterfall (default waterfall.png)")
+
+    sub.add_parser("mic", help="talk to the agent through the microphone and speakers (Ctrl-C to stop)")
     return parser
 
 
@@ -125,6 +136,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"voxline {__version__} serving on http://{config.server.host}:{config.server.port}", file=sys.stderr)
             serve(config)
             return 0
+        if args.command == "demo":
+            from voxline.clients.agent_demo import DEFAULT_QUESTIONS, run_demo
+
+            questions = args.question or DEFAULT_QUESTIONS
+            asyncio.run(run_demo(config, questions, reply_wav=args.out, waterfall_png=args.plot, echo=args.echo))
+            return 0
+        if args.command == "mic":
+            from voxline.clients.agent_mic import run_mic
+
+            return asyncio.run(run_mic(config))
         return asyncio.run(_caption(args, config))
     except KeyboardInterrupt:
         return 130

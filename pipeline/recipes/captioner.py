@@ -67,6 +67,41 @@ class CaptionGraph:
     asr: StreamingAsrStage
 
 
+def make_vad_stage(engines: CaptionEngines, *, min_speech_ms: float | None = None) -> VadStage:
+    """A session's VAD stage on the shared Silero model, with the configured thresholds.
+
+    ``min_speech_ms`` overrides the configured minimum (an agent reacts sooner).
+    """
+    vad_cfg = engines.vad
+    return VadStage(
+        SileroVadStream(engines.vad_model),
+        SpeechSegmenter(
+            threshold=vad_cfg.threshold,
+            neg_threshold=vad_cfg.neg_threshold,
+            min_speech_ms=vad_cfg.min_speech_ms if min_speech_ms is None else min_speech_ms,
+            min_silence_ms=vad_cfg.hangover_ms,
+            speech_pad_ms=vad_cfg.speech_pad_ms,
+        ),
+    )
+
+
+def make_asr_stage(engines: CaptionEngines, *, forward_audio: bool = False) -> StreamingAsrStage:
+    """A session's streaming ASR stage on the shared recogniser, with the configured cadence.
+
+    ``forward_audio`` passes the audio on after the transcripts' stage (an agent needs
+    it for timing; a caption transport does not).
+    """
+    return StreamingAsrStage(
+        engines.recognizer,
+        AsrSettings(
+            partial_interval_ms=engines.asr.partial_interval_ms,
+            max_window_s=engines.asr.max_window_s,
+            early_final_ms=engines.asr.early_final_ms,
+            forward_audio=forward_audio,
+        ),
+    )
+
+
 def build_caption_graph(
     engines: CaptionEngines,
     *,
@@ -74,27 +109,10 @@ def build_caption_graph(
     name: str = "captions",
 ) -> CaptionGraph:
     """Wire a caption session: audio at any rate in, ``TranscriptFrame``s out."""
-    vad_cfg = engines.vad
     graph = Graph(name)
     resample = ResampleStage(16000)
-    vad = VadStage(
-        SileroVadStream(engines.vad_model),
-        SpeechSegmenter(
-            threshold=vad_cfg.threshold,
-            neg_threshold=vad_cfg.neg_threshold,
-            min_speech_ms=vad_cfg.min_speech_ms,
-            min_silence_ms=vad_cfg.hangover_ms,
-            speech_pad_ms=vad_cfg.speech_pad_ms,
-        ),
-    )
-    asr = StreamingAsrStage(
-        engines.recognizer,
-        AsrSettings(
-            partial_interval_ms=engines.asr.partial_interval_ms,
-            max_window_s=engines.asr.max_window_s,
-            early_final_ms=engines.asr.early_final_ms,
-        ),
-    )
+    vad = make_vad_stage(engines)
+    asr = make_asr_stage(engines)
     audio_in = graph.input_to(resample, maxsize=64)
     graph.chain(resample, vad, asr, *extra_stages, maxsize=64)
     last = extra_stages[-1] if extra_stages else asr

@@ -59,6 +59,7 @@ class AsrSettings:
     resume_pre_roll_s: float = 0.2
     commit_min_probability: float = 0.6
     commit_min_tail_s: float = 1.0
+    forward_audio: bool = False
 
 SENTENCE_END = (".", "?", "!")
 PAUSE_COVER_S = 0.05
@@ -128,6 +129,8 @@ class StreamingAsrStage(Stage):
         self._check_worker()
         if isinstance(frame, AudioFrame):
             self._on_audio(frame)
+            if self.settings.forward_audio:
+                await self.emit(frame)
         elif isinstance(frame, ControlFrame):
             kind = frame.kind
             if kind is ControlKind.SPEECH_START:

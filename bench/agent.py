@@ -1,0 +1,336 @@
+"""The voice agent end to end, in-process: voice-to-voice latency, barge-in, echo, drafting.
+
+Engines load once; every phase runs a fresh session at real-time pace (20 ms ticks)
+with user audio synthesized by the packaged Piper voice.
+
+1. **Turns** (``--turns T``): T questions, each said after the agent answered the one
+   before. ``v2v_ms``: the wall time the question's last loud sample was sent → the
+   wall time of the first loud sample (|x| > 0.01) the agent played after it, measured
+   here from the audio, not taken from the agent. ``breakdown_ms``: medians of the
+   agent's own ``turn_latency`` spans (asr_final, endpoint, llm_first_token,
+   tts_first_audio, audio_out; each from the previous mark).
+2. **Barge-in** (``--bargeins B``): the agent is asked for a story; 1 s into its audio
+   the user says something over it, cycling through a real interruption, a backchannel
+   ("uh-huh", "yeah", "okay", "mm-hmm", "right") and a wordless noise burst.
+   ``bargein_pause_ms``: the wall time of the barge-in's first loud sample → the first
+   played frame that is silent (the agent paused or was stopped). ``backchannel_resumed``
+   / ``noise_resumed``: the fraction of those trials after which the agent resumed the
+   same reply and finished it; ``interruptions_stopped``: the fraction of real
+   interruptions that ended the reply.
+3. **Echo** (``--echo``): phases 1 and 2 again with the simulated device feeding the
+   agent's audio back into its microphone (120 ms, gain 0.5, a short room response,
+   noise at -60 dBFS). ``self_interruptions_with_echo``: replies stopped while the user
+   was silent; ``self_pauses_with_echo``: pauses while the user was silent;
+   ``echo_words_in_user_transcript``: user finals heard while the user was silent.
+4. **Drafting**: the agent's own turn prompts, generated greedily with and without
+   prompt-lookup drafting on the same engine settings: ``spec_decode_speedup`` is the
+   ratio of median tokens/s (with / without).
+
+The last line of stdout is one JSON object.
+
+    python bench/agent.py --json [--turns 8] [--bargeins 9] [--echo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from voxline.clients.agent_runner import PacedAgentLoop, TurnTakingUser
+from voxline.config import Config, load_config
+from voxline.models.llm import LlamaEngine
+from voxline.models.speech_synth import synthesize
+from voxline.pipeline.recipes.agent import LISTEN_RATE_HZ, AgentEngines, build_agent_session
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "What color is the sky on a clear day?",
+    "Can you recommend a good book?",
+    "What is the boiling point of water?",
+    "Tell me something about the moon.",
+    "How do I make a cup of tea?",
+    "Why do cats purr?",
+    "What should I cook for dinner tonight?",
+    "What is the tallest mountain in the world?",
+]
+STORY = "Tell me a long story about a brave knight and a dragon."
+INTERRUPTIONS = ["Stop, I want to ask something else.", "Wait, tell me about the weather instead.", "No, that is not what I meant."]
+BACKCHANNELS = ["Uh-huh.", "Yeah.", "Okay.", "Mm-hmm.", "Right."]
+LOUD = 0.01
+
+
+def _pct(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None}
+    ordered = sorted(values)
+    return {
+        "p50": round(statistics.median(ordered), 1),
+        "p95": round(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))], 1),
+    }
+
+
+def _noise_burst(seconds: float, seed: int) -> np.ndarray:
+    """A cough-like burst: band-limited noise with a fast attack and decay."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * LISTEN_RATE_HZ)
+    noise = rng.standard_normal(n).astype(np.float32)
+    noise = np.convolve(noise, np.ones(6, np.float32) / 6, mode="same")
+    envelope = np.exp(-np.linspace(0, 6, n)).astype(np.float32) * np.minimum(1, np.linspace(0, 20, n))
+    return (0.3 * noise * envelope).astype(np.float32)
+
+
+def _echo_device(seed: int) -> Any:
+    from voxline.clients.echo_device import EchoDevice
+
+    return EchoDevice(delay_ms=120, gain=0.5, seed=seed)
+
+
+def _first_loud_after(loop: PacedAgentLoop, after: float) -> float | None:
+    for at, frame in zip(loop.played_at, loop.played, strict=True):
+        if at >= after and np.abs(frame).max(initial=0) > LOUD:
+            return at
+    return None
+
+
+def _first_silent_after(loop: PacedAgentLoop, after: float) -> float | None:
+    for at, frame in zip(loop.played_at, loop.played, strict=True):
+        if at >= after and not frame.any():
+            return at
+    return None
+
+
+async def run_turns(engines: AgentEngines, turns: int, *, echo: bool) -> dict[str, Any]:
+    """Phase 1: T question/answer turns; v2v from the audio, breakdown from the agent."""
+    session = build_agent_session(engines)
+    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(turns)]
+    clips = [np.concatenate([np.zeros(LISTEN_RATE_HZ // 2, np.float32), synthesize(q, LISTEN_RATE_HZ)]) for q in questions]
+    user = TurnTakingUser(clips, gap_s=0.8)
+    loop = PacedAgentLoop(session, user, echo_device=_echo_device(1) if echo else None)
+    await session.graph.start()
+    try:
+        await loop.run(lambda _: user.done, max_s=25.0 * turns + 10)
+    finally:
+        await session.graph.cancel()
+    v2v = []
+    for end in user.speech_end_wall:
+        first = _first_loud_after(loop, end)
+        if first is not None:
+            v2v.append((first - end) * 1000)
+    latencies = [e for e in loop.events if e["type"] == "turn_latency"]
+    spans: dict[str, list[float]] = {}
+    for event in latencies:
+        for name, ms in event["breakdown_ms"].items():
+            spans.setdefault(name, []).append(ms)
+    answered = sum(e["type"] == "agent_done" and bool(e.get("text")) for e in loop.events)
+    prompts = [m for m in session.agent.conversation.messages()]
+    return {
+        "v2v_ms": _pct(v2v),
+        "breakdown_ms": {k: round(statistics.median(v), 1) for k, v in spans.items()},
+        "agent_v2v_ms": _pct([e["v2v_ms"] for e in latencies if e["v2v_ms"] is not None]),
+        "turns": turns,
+        "answered": answered,
+        "interrupted": sum(e["type"] == "interrupted" for e in loop.events),
+        "paused": sum(e["type"] == "agent_paused" for e in loop.events),
+        "discarded": sum(e["type"] == "reply_discarded" for e in loop.events),
+        "user_finals": [e["text"] for e in loop.events if e["type"] == "user_final"],
+        "questions": questions,
+        "history": prompts,
+        "events": loop.events,
+    }
+
+
+class BargeInUser:
+    """Asks for a story, then speaks over the agent 1 s into each reply; cycles trial kinds."""
+
+    def __init__(self, trials: int, *, delay_s: float = 1.0, gap_s: float = 0.8) -> None:
+        self.kinds = [("interrupt", "backchannel", "noise")[i % 3] for i in range(trials)]
+        self.delay_s = delay_s
+        self.gap_s = gap_s
+        self.question = np.concatenate([np.zeros(LISTEN_RATE_HZ // 2, np.float32), synthesize(STORY, LISTEN_RATE_HZ)])
+        self.trial = 0
+        self.onsets: list[float] = []
+        self.reply_ids: list[int | None] = []
+        self._clip: np.ndarray | None = self.question
+        self._pos = 0
+        self._state = "asking"
+        self._since = 0.0
+        self._events_seen = 0
+
+    @property
+    def done(self) -> bool:
+        """True after every trial finished."""
+        return self.trial >= len(self.kinds)
+
+    def _barge_clip(self) -> np.ndarray:
+        kind, i = self.kinds[self.trial], self.trial // 3
+        if kind == "interrupt":
+            return synthesize(INTERRUPTIONS[i % len(INTERRUPTIONS)], LISTEN_RATE_HZ)
+        if kind == "backchannel":
+            return synthesize(BACKCHANNELS[i % len(BACKCHANNELS)], LISTEN_RATE_HZ)
+        return _noise_burst(0.35, seed=i)
+
+    def __call__(self, n: int, loop: PacedAgentLoop) -> np.ndarray:
+        """The next frame of the script."""
+        chunk = np.zeros(n, np.float32)
+        now = time.monotonic()
+        new = loop.events[self._events_seen :]
+        self._events_seen = len(loop.events)
+        if self.done:
+            return chunk
+        if self._state == "waiting_audio":
+            for event in new:
+                if event["type"] == "agent_text":
+                    self._state, self._since = "waiting_delay", now
+                    self.reply_ids.append(event["reply"])
+                    break
+        elif self._state == "waiting_delay" and now - self._since >= self.delay_s:
+            self._clip, self._pos, self._state = self._barge_clip(), 0, "barging"
+        elif self._state == "waiting_end":
+            if any(e["type"] in ("agent_done", "interrupted") for e in new) or now - self._since > 30:
+                self._state, self._since = "gap", now
+        elif self._state == "gap" and now - self._since >= self.gap_s and loop.session.agent.idle:
+            self.trial += 1
+            self._clip, self._pos, self._state = self.question, 0, "asking"
+        if self._state in ("asking", "barging") and self._clip is not None:
+            part = self._clip[self._pos : self._pos + n]
+            chunk[: len(part)] = part
+            if self._state == "barging" and self._pos == 0:
+                loud = np.flatnonzero(np.abs(self._clip) > LOUD)
+                self.onsets.append(now + (int(loud[0]) if len(loud) else 0) / LISTEN_RATE_HZ)
+            self._pos += n
+            if self._pos >= len(self._clip):
+                self._state = "waiting_audio" if self._state == "asking" else "waiting_end"
+                self._since = now
+        return chunk
+
+
+async def run_bargeins(engines: AgentEngines, trials: int, *, echo: bool) -> dict[str, Any]:
+    """Phase 2: interruptions, backchannels and noise spoken over the agent."""
+    session = build_agent_session(engines)
+    user = BargeInUser(trials)
+    loop = PacedAgentLoop(session, user, echo_device=_echo_device(2) if echo else None)
+    await session.graph.start()
+    try:
+        await loop.run(lambda _: user.done, max_s=40.0 * trials + 10)
+    finally:
+        await session.graph.cancel()
+    pauses, outcome = [], {"interrupt": [], "backchannel": [], "noise": []}  # type: dict[str, list[bool]]
+    for i, onset in enumerate(user.onsets):
+        kind = user.kinds[i]
+        silent = _first_silent_after(loop, onset)
+        if silent is not None and kind != "noise":  # speech must pause the agent; noise need not
+            pauses.append((silent - onset) * 1000)
+        reply = user.reply_ids[i] if i < len(user.reply_ids) else None
+        of_reply = [e for e in loop.events if e.get("reply") == reply]
+        interrupted = any(e["type"] == "interrupted" for e in of_reply)
+        resumed = any(e["type"] == "agent_resumed" for e in of_reply)
+        finished = any(e["type"] == "agent_done" for e in of_reply)
+        paused = any(e["type"] == "agent_paused" for e in of_reply)
+        kept_on = finished and not interrupted and (resumed or not paused)
+        outcome[kind].append(interrupted if kind == "interrupt" else kept_on)
+    frac = {k: (round(sum(v) / len(v), 3) if v else None) for k, v in outcome.items()}
+    return {
+        "bargein_pause_ms": _pct(pauses),
+        "backchannel_resumed": frac["backchannel"],
+        "noise_resumed": frac["noise"],
+        "interruptions_stopped": frac["interrupt"],
+        "bargeins": len(user.onsets),
+        "events": loop.events,
+    }
+
+
+async def spec_decode(config: Config, prompts: list[list[dict[str, str]]], max_tokens: int) -> dict[str, Any]:
+    """Phase 4: tokens/s on the same prompts with and without prompt-lookup drafting."""
+    rates: dict[str, list[float]] = {}
+    texts: dict[str, list[str]] = {}
+    for name, draft in (("plain", None), ("prompt_lookup", "prompt_lookup")):
+        engine = LlamaEngine(config.llm.model or None, n_threads=config.llm.n_threads, draft=draft)
+        await engine.start()
+        try:
+            for messages in prompts:
+                stream = engine.stream(messages, max_tokens=max_tokens)
+                texts.setdefault(name, []).append(await stream.text())
+                rates.setdefault(name, []).append(stream.stats.tokens_per_s)
+        finally:
+            await engine.close()
+    plain = statistics.median(rates["plain"])
+    drafted = statistics.median(rates["prompt_lookup"])
+    return {
+        "spec_decode_speedup": round(drafted / plain, 3) if plain else None,
+        "tokens_per_s": {"plain": round(plain, 1), "prompt_lookup": round(drafted, 1)},
+        "spec_decode_same_text": texts["plain"] == texts["prompt_lookup"],
+    }
+
+
+def _silent_user_events(events: list[dict[str, Any]]) -> dict[str, int]:
+    return {
+        "self_interruptions": sum(e["type"] == "interrupted" for e in events),
+        "self_pauses": sum(e["type"] == "agent_paused" for e in events),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--turns", type=int, default=8)
+    parser.add_argument("--bargeins", type=int, default=9)
+    parser.add_argument("--echo", action="store_true", help="also run with the simulated echo device")
+    parser.add_argument("--no-spec", action="store_true", help="skip the drafting comparison")
+    parser.add_argument("--json", action="store_true", help="print only the JSON summary line")
+    args = parser.parse_args()
+    config = load_config()
+    engines = await AgentEngines.load(config)
+    started = time.process_time(), time.monotonic()
+    try:
+        turns = await run_turns(engines, args.turns, echo=False)
+        barge = await run_bargeins(engines, args.bargeins, echo=False)
+        result: dict[str, Any] = {
+            "v2v_ms": turns["v2v_ms"], "breakdown_ms": turns["breakdown_ms"], "agent_v2v_ms": turns["agent_v2v_ms"],
+            "turns": args.turns, "answered": turns["answered"],
+            "bargein_pause_ms": barge["bargein_pause_ms"], "backchannel_resumed": barge["backchannel_resumed"],
+            "noise_resumed": barge["noise_resumed"], "interruptions_stopped": barge["interruptions_stopped"],
+            "bargeins": barge["bargeins"],
+        }
+        if not args.json:
+            print("user finals:", turns["user_finals"], file=sys.stderr)
+        if args.echo:
+            echo_turns = await run_turns(engines, args.turns, echo=True)
+            echo_barge = await run_bargeins(engines, args.bargeins, echo=True)
+            silent = _silent_user_events(echo_turns["events"])
+            result["echo"] = {
+                "v2v_ms": echo_turns["v2v_ms"], "answered": echo_turns["answered"],
+                "self_pauses": silent["self_pauses"],
+                "user_finals": echo_turns["user_finals"],
+                "bargein_pause_ms": echo_barge["bargein_pause_ms"],
+                "backchannel_resumed": echo_barge["backchannel_resumed"],
+                "noise_resumed": echo_barge["noise_resumed"],
+                "interruptions_stopped": echo_barge["interruptions_stopped"],
+            }
+            result["self_interruptions_with_echo"] = silent["self_interruptions"]
+            result["echo_words_in_user_transcript"] = max(0, len(echo_turns["user_finals"]) - args.turns)
+        if not args.no_spec:
+            prompts = []
+            history = turns["history"]
+            for i, message in enumerate(history):
+                if message["role"] == "user":
+                    prompts.append(history[: i + 1])
+            result.update(await spec_decode(config, prompts, config.agent.max_reply_tokens))
+        cpu_s, wall_s = time.process_time() - started[0], time.monotonic() - started[1]
+        result["cpu_util"] = round(cpu_s / wall_s / (os.cpu_count() or 1), 3)
+    finally:
+        await engines.close()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,136 @@
+"""``voxline mic``: talk to the agent through this computer's microphone and speakers.
+
+The agent runs in this process; ``PacedAgentLoop`` paces it every 20 ms. PortAudio's
+threads meet the loop through two small thread-safe buffers:
+
+- ``SampleRing`` for the microphone: the input callback appends, the loop takes
+  exactly one frame per tick (silence on an underrun, the oldest audio dropped when
+  more than ``max_s`` piles up, so latency cannot grow);
+- another ``SampleRing`` for the speaker: the loop appends each frame the agent
+  played, the output callback takes what the sound card asks for.
+
+The echo canceller is on (config ``agent.echo_cancel``): on a laptop's speakers the
+agent hears itself, and the canceller, whose reference is exactly what was handed to
+the speaker, removes it. Headphones work too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import threading
+from typing import Any, TextIO
+
+import numpy as np
+import numpy.typing as npt
+
+from voxline.config import Config
+from voxline.errors import VoxlineError
+from voxline.pipeline.recipes.agent import LISTEN_RATE_HZ, AgentEngines, build_agent_session
+
+from .agent_demo import event_printer
+from .agent_runner import PacedAgentLoop
+
+FloatAudio = npt.NDArray[np.float32]
+
+
+class SampleRing:
+    """A thread-safe FIFO of float32 samples holding at most ``max_s`` seconds (oldest dropped)."""
+
+    def __init__(self, sample_rate_hz: int, max_s: float = 0.5) -> None:
+        self.capacity = int(sample_rate_hz * max_s)
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._lock = threading.Lock()
+        self.dropped = 0
+        self.underruns = 0
+
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    def write(self, samples: FloatAudio) -> None:
+        """Append ``samples``; past capacity the oldest are dropped (and counted)."""
+        with self._lock:
+            buffer = np.concatenate([self._buffer, np.asarray(samples, dtype=np.float32).reshape(-1)])
+            excess = len(buffer) - self.capacity
+            if excess > 0:
+                buffer = buffer[excess:]
+                self.dropped += excess
+            self._buffer = buffer
+
+    def read(self, n_samples: int) -> FloatAudio:
+        """Exactly ``n_samples``: what is buffered, then silence (an underrun, counted)."""
+        with self._lock:
+            out = np.zeros(n_samples, dtype=np.float32)
+            take = min(n_samples, len(self._buffer))
+            out[:take] = self._buffer[:take]
+            self._buffer = self._buffer[take:]
+            if take < n_samples:
+                self.underruns += 1
+            return out
+
+
+class MicSource:
+    """A ``UserSource`` reading the microphone's ``SampleRing`` one frame per tick."""
+
+    def __init__(self, ring: SampleRing) -> None:
+        self.ring = ring
+
+    def __call__(self, n_samples: int, loop: PacedAgentLoop) -> FloatAudio:
+        """The microphone's next ``n_samples`` (16 kHz)."""
+        return self.ring.read(n_samples)
+
+
+def open_devices(mic: SampleRing, speaker: SampleRing, speaker_rate_hz: int, frame_ms: int) -> tuple[Any, Any]:
+    """Open (not start) the PortAudio input and output streams feeding/draining the rings."""
+    try:
+        import sounddevice
+    except (ImportError, OSError) as exc:
+        raise VoxlineError(
+            "voxline mic needs the sounddevice package and the PortAudio library "
+            "(pip install sounddevice; apt-get install libportaudio2)"
+        ) from exc
+
+    def captured(indata: Any, frames: int, time_info: Any, status: Any) -> None:
+        mic.write(indata[:, 0])
+
+    def wanted(outdata: Any, frames: int, time_info: Any, status: Any) -> None:
+        outdata[:, 0] = speaker.read(frames)
+
+    try:
+        source = sounddevice.InputStream(
+            samplerate=LISTEN_RATE_HZ, channels=1, dtype="float32",
+            blocksize=LISTEN_RATE_HZ * frame_ms // 1000, callback=captured,
+        )
+        sink = sounddevice.OutputStream(
+            samplerate=speaker_rate_hz, channels=1, dtype="float32",
+            blocksize=speaker_rate_hz * frame_ms // 1000, callback=wanted,
+        )
+    except Exception as exc:  # PortAudioError: no device, busy device, bad rate
+        raise VoxlineError(f"cannot open the audio devices: {exc}") from exc
+    return source, sink
+
+
+async def run_mic(config: Config, *, out: TextIO = sys.stdout, frame_ms: int = 20) -> int:
+    """Converse through the default microphone and speaker until Ctrl-C."""
+    engines = await AgentEngines.load(config)
+    try:
+        session = build_agent_session(engines)
+        mic = SampleRing(LISTEN_RATE_HZ, max_s=0.2)
+        speaker = SampleRing(session.output_rate_hz, max_s=0.2)
+        source, sink = open_devices(mic, speaker, session.output_rate_hz, frame_ms)
+        loop = PacedAgentLoop(
+            session, MicSource(mic), frame_ms=frame_ms, on_event=event_printer(out), on_played=speaker.write
+        )
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+        print("talk to the agent; Ctrl-C to stop", file=sys.stderr)
+        await session.graph.start()
+        try:
+            with source, sink:
+                await loop.run(lambda _: stop.is_set(), max_s=float("inf"))
+        finally:
+            await session.graph.cancel()
+    finally:
+        await engines.close()
+    return 0

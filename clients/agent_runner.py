@@ -1,0 +1,224 @@
+"""Run an agent session in-process at real-time pace: the loop a transport would run.
+
+Every ``frame_ms`` (on an absolute schedule, so it never drifts or runs faster than
+real time) ``PacedAgentLoop`` does what a sound card or a WebRTC peer does:
+
+1. pulls the agent's next frame, keeps it (``played``) and hands it to ``on_played``
+   (a speaker);
+2. takes the user's next frame from ``source`` (a microphone, a file, a script);
+3. if an ``echo_device`` is given, mixes what was just played back into that frame,
+   as a loudspeaker next to a microphone would;
+4. pushes the result into the session's graph, stamped with its capture time;
+5. collects the session's events.
+
+It is used by ``voxline demo``, the agent benchmark and the tests; ``voxline mic``
+runs the same session against real devices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import soxr
+
+from voxline.pipeline.frames import AudioFrame, ControlFrame, ControlKind
+from voxline.pipeline.recipes.agent import LISTEN_RATE_HZ, AgentSession
+
+FloatAudio = npt.NDArray[np.float32]
+
+
+class UserSource(Protocol):
+    """Gives the user's next ``n`` samples at 16 kHz (silence when there is nothing to say)."""
+
+    def __call__(self, n_samples: int, loop: PacedAgentLoop) -> FloatAudio:
+        """The next frame of the user's audio."""
+        ...
+
+
+class EchoPath(Protocol):
+    """A loudspeaker and microphone in one room (``voxline.clients.echo_device.EchoDevice``)."""
+
+    def play(self, frame: FloatAudio) -> None:
+        """The speaker plays ``frame`` (16 kHz)."""
+        ...
+
+    def capture(self, user_frame: FloatAudio) -> FloatAudio:
+        """What the microphone hears: ``user_frame`` plus the room's echo of what was played."""
+        ...
+
+
+class AudioClip:
+    """A ``UserSource`` that plays one clip (16 kHz) and then silence."""
+
+    def __init__(self, audio: FloatAudio) -> None:
+        self.audio = np.asarray(audio, dtype=np.float32)
+        self.position = 0
+
+    @property
+    def done(self) -> bool:
+        """True once the whole clip has been sent."""
+        return self.position >= len(self.audio)
+
+    def __call__(self, n_samples: int, loop: PacedAgentLoop) -> FloatAudio:
+        """The clip's next ``n_samples``, padded with silence."""
+        chunk = np.zeros(n_samples, dtype=np.float32)
+        part = self.audio[self.position : self.position + n_samples]
+        chunk[: len(part)] = part
+        self.position += n_samples
+        return chunk
+
+
+@dataclass(slots=True)
+class PacedAgentLoop:
+    """Drives one ``AgentSession`` in real time from a ``UserSource``."""
+
+    session: AgentSession
+    source: UserSource
+    echo_device: EchoPath | None = None
+    frame_ms: int = 20
+    on_event: Callable[[dict[str, Any]], None] | None = None
+    on_played: Callable[[FloatAudio], None] | None = None
+    played: list[FloatAudio] = field(default_factory=list)
+    played_at: list[float] = field(default_factory=list)
+    sent: list[FloatAudio] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    start_time: float = 0.0
+    ticks: int = 0
+    _pts: int = 0
+    _to_16k: Any = None
+    _played_16k: FloatAudio = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+
+    @property
+    def media_s(self) -> float:
+        """Seconds of user audio sent so far."""
+        return self._pts / LISTEN_RATE_HZ
+
+    def media_to_wall(self, media_s: float) -> float:
+        """The wall time (monotonic) at which the user sample at ``media_s`` was sent."""
+        return self.start_time + media_s
+
+    async def run(self, until: Callable[[PacedAgentLoop], bool], *, max_s: float = 120.0) -> None:
+        """Tick until ``until(self)`` is true (checked every tick) or ``max_s`` passes.
+
+        The graph must be started; it is not stopped here.
+        """
+        frame_s = self.frame_ms / 1000
+        n_in = LISTEN_RATE_HZ * self.frame_ms // 1000
+        n_out = self.session.output_rate_hz * self.frame_ms // 1000
+        if self._to_16k is None:
+            self._to_16k = soxr.ResampleStream(self.session.output_rate_hz, LISTEN_RATE_HZ, 1, dtype="float32")
+        if not self.start_time:
+            self.start_time = time.monotonic()
+        deadline = time.monotonic() + max_s
+        while time.monotonic() < deadline:
+            target = self.start_time + self.ticks * frame_s
+            delay = target - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._tick(n_in, n_out)
+            if until(self):
+                return
+            await asyncio.sleep(0)
+
+    def _tick(self, n_in: int, n_out: int) -> None:
+        self.ticks += 1
+        played = self.session.pull(n_out)
+        self.played.append(played)
+        self.played_at.append(time.monotonic())
+        if self.on_played is not None:
+            self.on_played(played)
+        mic = self.source(n_in, self)
+        if self.echo_device is not None:
+            self._played_16k = np.concatenate([self._played_16k, self._to_16k.resample_chunk(played)])
+            if len(self._played_16k) < n_in:  # the resampler's start-up delay
+                self._played_16k = np.concatenate([np.zeros(n_in - len(self._played_16k), np.float32), self._played_16k])
+            self.echo_device.play(self._played_16k[:n_in])
+            self._played_16k = self._played_16k[n_in:]
+            mic = self.echo_device.capture(mic)
+        self.sent.append(mic)
+        frame = AudioFrame(
+            turn=0, samples=mic, sample_rate_hz=LISTEN_RATE_HZ, pts_samples=self._pts, capture_time=time.monotonic()
+        )
+        self._pts += len(mic)
+        if not self.session.audio_in.put_nowait(frame):
+            raise RuntimeError("the agent's input is full: the graph is not keeping up with real time")
+        for event in self.session.events.drain_nowait():
+            self.events.append(event)
+            if self.on_event is not None:
+                self.on_event(event)
+
+    def end_of_stream(self) -> None:
+        """Tell the graph the user's audio has ended."""
+        self.session.audio_in.put_nowait(ControlFrame(turn=0, kind=ControlKind.END_OF_STREAM))
+
+    def reply_audio(self) -> FloatAudio:
+        """Everything the agent played (at ``session.output_rate_hz``), silence included."""
+        return np.concatenate(self.played) if self.played else np.zeros(0, dtype=np.float32)
+
+
+def agent_idle(loop: PacedAgentLoop) -> bool:
+    """True when the agent has no reply in flight and nothing queued to play."""
+    return loop.session.agent.idle
+
+
+class TurnTakingUser:
+    """A ``UserSource`` that says each clip in turn, waiting for the agent's answer between them.
+
+    Clip ``i + 1`` starts ``gap_s`` after the agent finished answering clip ``i`` (an
+    ``agent_done`` event), or after ``answer_timeout_s`` without one. ``speech_end_wall``
+    holds, per clip, the wall time its last loud sample was sent: the start of the
+    voice-to-voice span a listener would measure.
+    """
+
+    def __init__(self, clips: list[FloatAudio], *, gap_s: float = 0.6, answer_timeout_s: float = 15.0) -> None:
+        self.clips = [np.asarray(c, dtype=np.float32) for c in clips]
+        self.gap_s = gap_s
+        self.answer_timeout_s = answer_timeout_s
+        self.speech_end_wall: list[float] = []
+        self._index = 0
+        self._position = 0
+        self._waiting_since: float | None = None
+        self._done_events_seen = 0
+        self._idle_since: float | None = None
+
+    @property
+    def done(self) -> bool:
+        """True once every clip was said and the last one answered (or timed out)."""
+        return self._index >= len(self.clips)
+
+    def __call__(self, n_samples: int, loop: PacedAgentLoop) -> FloatAudio:
+        """The next frame: the current clip, or silence while the agent answers."""
+        chunk = np.zeros(n_samples, dtype=np.float32)
+        if self.done:
+            return chunk
+        now = time.monotonic()
+        if self._waiting_since is not None:
+            answered = sum(e["type"] == "agent_done" for e in loop.events) > self._done_events_seen
+            if answered and self._idle_since is None:
+                self._idle_since = now
+            timed_out = now - self._waiting_since > self.answer_timeout_s
+            if not timed_out and (self._idle_since is None or now - self._idle_since < self.gap_s):
+                return chunk
+            self._done_events_seen = sum(e["type"] == "agent_done" for e in loop.events)
+            self._waiting_since = self._idle_since = None
+            self._index += 1
+            self._position = 0
+            if self.done:
+                return chunk
+        clip = self.clips[self._index]
+        part = clip[self._position : self._position + n_samples]
+        chunk[: len(part)] = part
+        loud = np.flatnonzero(np.abs(clip) > 0.01)
+        last_loud = int(loud[-1]) if len(loud) else 0
+        if self._position <= last_loud < self._position + n_samples:
+            self.speech_end_wall.append(now)
+        self._position += n_samples
+        if self._position >= len(clip):
+            self._waiting_since = now
+        return chunk

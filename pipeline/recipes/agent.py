@@ -1,0 +1,178 @@
+"""The voice-agent recipe: audio in → [echo canceller] → VAD → ASR → conversation; speech out.
+
+``AgentEngines`` holds the process-wide models (the caption engines plus the LLM and
+the TTS); ``build_agent_session`` wires one session:
+
+    audio in ─ resample 16 kHz ─ echo cancel ─ VAD ─ streaming ASR ─ conversation
+                                      ▲                                  │
+                                      └──── reference ◄── pull() ◄── VoiceAgent
+
+A transport pushes the user's audio into ``audio_in`` and calls ``pull`` every 20 ms
+(real-time pace) for the agent's audio; what ``pull`` returns is also fed, resampled
+to 16 kHz, to the echo canceller as its far-end reference, so the agent's own voice
+coming back through the user's speakers is removed before the VAD can hear it.
+Events for the client come from ``events``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import soxr
+
+from voxline.config import Config
+from voxline.errors import ConfigError
+from voxline.models.llm import LlamaEngine
+from voxline.models.tts import PiperEngine
+
+from ..barge_in import BargeInSettings, backchannel_phrases
+from ..edge import Edge
+from ..engines import ChatEngine
+from ..event_channel import EventChannel
+from ..graph import Graph
+from ..stage import Stage
+from ..stages.conversation import ConversationStage
+from ..stages.resample import ResampleStage
+from ..turn_taking import TurnWaits
+from ..voice_agent import AgentSettings, VoiceAgent
+from .captioner import CaptionEngines, make_asr_stage, make_vad_stage
+
+FloatAudio = npt.NDArray[np.float32]
+LISTEN_RATE_HZ = 16000
+
+
+def load_chat_engine(config: Config) -> ChatEngine:
+    """The LLM the config names: embedded llama.cpp (default) or a remote OpenAI-compatible server."""
+    llm = config.llm
+    if llm.backend == "embedded":
+        draft = None if llm.draft in ("", "none") else llm.draft
+        return LlamaEngine(llm.model or None, n_threads=llm.n_threads, n_ctx=llm.n_ctx, draft=draft)
+    if llm.backend == "remote":
+        if not llm.base_url:
+            raise ConfigError("llm.backend = 'remote' needs llm.base_url (e.g. http://127.0.0.1:8080/v1)")
+        from voxline.models.remote_llm import OpenAIChatEngine
+
+        return OpenAIChatEngine.from_env(
+            llm.base_url, llm.model, llm.api_key_env, timeout_s=llm.timeout_s, max_concurrent=llm.max_concurrent
+        )
+    raise ConfigError(f"llm.backend must be 'embedded' or 'remote', not {llm.backend!r}")
+
+
+def agent_settings(config: Config) -> AgentSettings:
+    """The per-session agent settings from the config's ``agent`` section."""
+    agent = config.agent
+    extra = tuple(p.strip() for p in agent.extra_backchannels.split(",") if p.strip())
+    return AgentSettings(
+        system_prompt=agent.system_prompt,
+        max_reply_tokens=agent.max_reply_tokens,
+        history_tokens=agent.history_tokens,
+        waits=TurnWaits(agent.complete_wait_ms, agent.incomplete_wait_ms),
+        barge_in=BargeInSettings(
+            min_speech_ms=0.0,  # the agent's VAD opens speech only after agent.bargein_min_speech_ms
+            max_backchannel_ms=agent.max_backchannel_ms,
+            backchannels=backchannel_phrases(extra),
+        ),
+    )
+
+
+@dataclass(slots=True)
+class AgentEngines:
+    """The models every agent session of a process shares."""
+
+    captions: CaptionEngines
+    llm: ChatEngine
+    tts: PiperEngine
+    config: Config
+
+    @classmethod
+    async def load(cls, config: Config | None = None) -> AgentEngines:
+        """Load VAD, ASR, LLM and TTS and start their workers (a failure closes what started)."""
+        config = config or Config()
+        captions = await CaptionEngines.load(config.asr, config.vad)
+        tts = PiperEngine(config.tts.voice or None, workers=config.tts.workers, cpu_threads=config.tts.cpu_threads)
+        try:
+            llm = load_chat_engine(config)
+            await llm.start()
+            await tts.start()
+        except BaseException:
+            await captions.close()
+            await tts.close()
+            raise
+        return cls(captions=captions, llm=llm, tts=tts, config=config)
+
+    async def close(self) -> None:
+        """Stop every engine. Idempotent."""
+        await self.tts.close()
+        await self.llm.close()
+        await self.captions.close()
+
+
+class EchoReference:
+    """Feeds what the agent played, resampled to 16 kHz, to an echo canceller as its reference."""
+
+    def __init__(self, canceller: object, played_rate_hz: int) -> None:
+        self.canceller = canceller
+        self._resampler = soxr.ResampleStream(played_rate_hz, LISTEN_RATE_HZ, 1, dtype="float32")
+
+    def __call__(self, played: FloatAudio) -> None:
+        """Take one frame as it went to the speaker."""
+        out = self._resampler.resample_chunk(played)
+        if len(out):
+            self.canceller.add_reference(np.ascontiguousarray(out, dtype=np.float32))  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class AgentSession:
+    """One session's graph, its input edge, its agent (``pull``, ``events``)."""
+
+    graph: Graph
+    audio_in: Edge
+    agent: VoiceAgent
+    events: EventChannel
+
+    @property
+    def output_rate_hz(self) -> int:
+        """Sample rate of what ``pull`` returns."""
+        return self.agent.playout.sample_rate_hz
+
+    def pull(self, n_samples: int) -> FloatAudio:
+        """The agent's next ``n_samples`` of audio (call at real-time pace)."""
+        return self.agent.pull(n_samples)
+
+
+def build_agent_session(
+    engines: AgentEngines,
+    *,
+    echo_cancel: bool | None = None,
+    settings: AgentSettings | None = None,
+    name: str = "agent",
+) -> AgentSession:
+    """Wire one agent session (not started: ``await session.graph.start()``).
+
+    ``echo_cancel`` defaults to the config's ``agent.echo_cancel``.
+    """
+    config = engines.config
+    captions = engines.captions
+    echo_cancel = config.agent.echo_cancel if echo_cancel is None else echo_cancel
+    events = EventChannel()
+    graph = Graph(name)
+    resample = ResampleStage(LISTEN_RATE_HZ)
+    vad = make_vad_stage(captions, min_speech_ms=config.agent.bargein_min_speech_ms)
+    asr = make_asr_stage(captions, forward_audio=True)
+    on_played = None
+    stages: list[Stage] = [resample]
+    if echo_cancel:
+        from voxline.models.echo import EchoCanceller
+
+        from ..stages.echo_cancel import EchoCancelStage
+
+        canceller = EchoCanceller()
+        stages.append(EchoCancelStage(canceller))
+        on_played = EchoReference(canceller, engines.tts.sample_rate_hz)
+    agent = VoiceAgent(engines.llm, engines.tts, settings or agent_settings(config), events, on_played=on_played)
+    conversation = ConversationStage(agent)
+    audio_in = graph.input_to(resample, maxsize=64)
+    graph.chain(*stages, vad, asr, conversation, maxsize=64)
+    return AgentSession(graph=graph, audio_in=audio_in, agent=agent, events=events)

@@ -1,0 +1,368 @@
+"""The voice agent of one session: turn-taking, replies, barge-in, and what was heard.
+
+``VoiceAgent`` sits at the end of the listening graph (resample → VAD → ASR; see
+``stages/conversation.py``, which feeds it) and at the head of the speaking side,
+which a transport pulls at real-time pace (``pull``). It owns, for its session:
+
+- ``TurnDetector``: when the user's turn is over (silence, read against the words);
+- the reply task: LLM tokens → ``ClauseChunker`` → TTS per clause → ``PlayoutBuffer``;
+- ``BargeInPolicy``: user speech over the agent pauses its audio at once, then a
+  backchannel or wordless noise resumes it where it paused, anything else interrupts
+  (reply cancelled, queued audio flushed);
+- ``Conversation``: the history, holding of each reply only what was played.
+
+The user's words enter the history when the reply to them starts playing. A reply
+that has not started playing when the user speaks again is discarded and its turn
+put back, so the next end of turn answers everything said (a mid-sentence pause
+taken for the end of the turn costs nothing but the discarded work).
+
+Everything the client should know goes out as events on an ``EventChannel``:
+``user_partial``/``user_final``, ``user_turn``, ``agent_text`` (a clause as it
+starts playing), ``agent_paused``, ``agent_resumed`` (``reason``: backchannel or
+noise), ``interrupted`` (with the words ``heard``), ``reply_discarded``,
+``agent_done``, ``turn_latency`` (the waterfall of ``turn_latency.py``) and ``error``.
+
+All methods run on the session's event loop; none blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from .barge_in import BargeInAction, BargeInPolicy, BargeInSettings
+from .clauses import ClauseChunker, ClauseRules
+from .conversation import Conversation
+from .engines import ChatEngine, SpeechSynthesizer
+from .event_channel import EventChannel
+from .frames import AudioFrame, ControlFrame, ControlKind, TranscriptFrame
+from .playout import PlayoutBuffer
+from .turn_latency import TurnTimeline
+from .turn_taking import EndOfTurn, TurnDetector, TurnWaits
+
+log = logging.getLogger(__name__)
+FloatAudio = npt.NDArray[np.float32]
+
+_LEADING_SILENCE = 0.01  # amplitude under which a reply's first samples are trimmed
+_CLOCK_HISTORY = 400  # audio frames remembered for mapping media time to wall time
+_CLOSE_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    """What shapes the conversation (see ``voxline.config.AgentConfig`` for the knobs)."""
+
+    system_prompt: str = "You are a friendly voice assistant. Answer in one or two short sentences."
+    max_reply_tokens: int = 64
+    history_tokens: int = 1024
+    waits: TurnWaits = field(default_factory=TurnWaits)
+    barge_in: BargeInSettings = field(default_factory=lambda: BargeInSettings(min_speech_ms=0.0))
+    noise_resume_ms: float = 500.0
+    clause_rules: ClauseRules = field(default_factory=ClauseRules)
+    max_queued_audio_s: float = 60.0
+
+
+@dataclass(slots=True, eq=False)
+class _Reply:
+    """One reply in flight."""
+
+    id: int
+    turn: EndOfTurn
+    timeline: TurnTimeline
+    task: asyncio.Task[None] | None = None
+    generated: bool = False
+    audio_started: bool = False
+    text: str = ""
+
+
+class MediaClock:
+    """Maps media time of the user's stream (s) to wall time, from the audio's capture times."""
+
+    def __init__(self) -> None:
+        self._frames: deque[tuple[float, float]] = deque(maxlen=_CLOCK_HISTORY)
+
+    def add(self, frame: AudioFrame) -> None:
+        """Remember when ``frame`` (whose last sample is at ``end_s``) arrived."""
+        self._frames.append((frame.end_s, frame.capture_time or time.monotonic()))
+
+    def wall(self, media_s: float) -> float:
+        """The wall time at which the sample at ``media_s`` arrived (best estimate)."""
+        for end_s, at in self._frames:
+            if end_s >= media_s:
+                return at - (end_s - media_s)
+        if self._frames:
+            end_s, at = self._frames[-1]
+            return at + (media_s - end_s)
+        return time.monotonic()
+
+
+class VoiceAgent:
+    """One session's conversation: listens to the graph's frames, speaks through ``pull``."""
+
+    def __init__(
+        self,
+        llm: ChatEngine,
+        tts: SpeechSynthesizer,
+        settings: AgentSettings | None = None,
+        events: EventChannel | None = None,
+        *,
+        on_played: Callable[[FloatAudio], None] | None = None,
+    ) -> None:
+        self.llm = llm
+        self.tts = tts
+        self.settings = settings or AgentSettings()
+        self.events = events or EventChannel()
+        self.on_played = on_played
+        self.playout = PlayoutBuffer(tts.sample_rate_hz, max_s=self.settings.max_queued_audio_s)
+        self.conversation = Conversation(self.settings.system_prompt, self.settings.history_tokens)
+        self.turns = TurnDetector(self.settings.waits)
+        self.barge_in = BargeInPolicy(self.settings.barge_in)
+        self.clock = MediaClock()
+        self.timelines: list[TurnTimeline] = []
+        self._reply: _Reply | None = None
+        self._reply_count = 0
+        self._user_speaking = False
+        self._quiet_since_s: float | None = None
+        self._heard_words_while_paused = False
+        self._last_final_made = 0.0
+        self._now_s = 0.0
+        self._playing_segment: tuple[int, str] | None = None
+        self._closed = False
+
+    # -- listening side (called by ConversationStage) -----------------------------
+
+    @property
+    def speaking(self) -> bool:
+        """True while a reply's audio has started and not finished or been interrupted."""
+        return self._reply is not None and self._reply.audio_started
+
+    @property
+    def idle(self) -> bool:
+        """True with no reply in flight, nothing queued to play and no user turn pending."""
+        return (
+            self._reply is None and self.playout.queued_s == 0 and not self._user_speaking
+            and not self.turns.pending_text
+        )
+
+    async def on_audio(self, frame: AudioFrame) -> None:
+        """Time passes in the user's stream: barge-in timing and end-of-turn polling."""
+        self.clock.add(frame)
+        self._now_s = now_s = frame.end_s
+        if self._user_speaking:
+            await self._act(self.barge_in.user_audio(now_s))
+        elif self.barge_in.paused and not self._heard_words_while_paused and self._quiet_since_s is not None:
+            if (now_s - self._quiet_since_s) * 1000 >= self.settings.noise_resume_ms:
+                await self._act(self.barge_in.user_speech_end(), reason="noise")
+        if self._reply is None:
+            ended = self.turns.poll(now_s)
+            if ended is not None:
+                self._start_reply(ended)
+
+    async def on_control(self, frame: ControlFrame) -> None:
+        """VAD events: the user started, paused, resumed or stopped speaking."""
+        kind = frame.kind
+        if kind in (ControlKind.SPEECH_START, ControlKind.SPEECH_RESUME):
+            self._user_speaking = True
+            self._quiet_since_s = None
+            if kind is ControlKind.SPEECH_START:
+                self.turns.speech_start()
+            else:
+                self.turns.speech_resume()
+            reply = self._reply
+            if reply is not None and not reply.audio_started:
+                await self._discard_reply(reply)
+            self.barge_in.user_speech_start(self._now_s)
+            await self._act(self.barge_in.user_audio(self._now_s))
+        elif kind in (ControlKind.SPEECH_PAUSE, ControlKind.SPEECH_STOP):
+            self._user_speaking = False
+            self.barge_in.user_quiet()
+            if self._quiet_since_s is None:
+                self._quiet_since_s = frame.media_time_s
+            self.turns.speech_quiet(frame.media_time_s)
+
+    async def on_transcript(self, frame: TranscriptFrame) -> None:
+        """A partial or final transcript of the user."""
+        text = frame.text
+        self.events.publish({
+            "type": "user_final" if frame.is_final else "user_partial",
+            "utterance": frame.utterance, "text": text,
+        })
+        if frame.is_final:
+            self._last_final_made = frame.made_time or time.monotonic()
+            self.turns.final(text)
+        if self.barge_in.paused:
+            if text.strip():
+                self._heard_words_while_paused = True
+            action = self.barge_in.user_transcript(text, final=frame.is_final)
+            if action is BargeInAction.RESUME and frame.is_final:
+                self.turns.discard_last(text)
+            await self._act(action, reason="backchannel")
+        elif frame.is_final and self.speaking:
+            # Words over the agent too short to have paused it, or after a noise resume.
+            if self.barge_in.is_backchannel(text):
+                self.turns.discard_last(text)
+            else:
+                await self._act(BargeInAction.INTERRUPT)
+
+    async def close(self) -> None:
+        """Cancel the reply in flight and close the event channel. Idempotent."""
+        self._closed = True
+        reply = self._reply
+        if reply is not None:
+            await self._cancel(reply)
+            self._reply = None
+        self.playout.flush()
+        self.events.close()
+
+    # -- barge-in -------------------------------------------------------------------
+
+    async def _act(self, action: BargeInAction | None, *, reason: str = "") -> None:
+        if action is None:
+            return
+        reply = self._reply
+        if action is BargeInAction.PAUSE:
+            self.playout.pause()
+            self.events.publish({"type": "agent_paused", "reply": reply.id if reply else None, "at": time.monotonic()})
+        elif action is BargeInAction.RESUME:
+            self._heard_words_while_paused = False
+            self.playout.resume()
+            self.events.publish({"type": "agent_resumed", "reply": reply.id if reply else None, "reason": reason})
+        elif action is BargeInAction.INTERRUPT:
+            self._heard_words_while_paused = False
+            heard = ""
+            if reply is not None:
+                await self._cancel(reply)
+                self._reply = None
+                heard = self._heard_after_flush(reply.id)
+                self.conversation.add_agent(heard)
+            else:
+                self.playout.flush()
+            self.barge_in.agent_speaking(False)
+            self._playing_segment = None
+            self.events.publish({"type": "interrupted", "reply": reply.id if reply else None, "heard": heard})
+
+    def _heard_after_flush(self, reply_id: int) -> str:
+        for heard in self.playout.flush():
+            if heard.turn == reply_id:
+                return heard.text
+        return ""
+
+    # -- replies --------------------------------------------------------------------
+
+    def _start_reply(self, ended: EndOfTurn) -> None:
+        if self._closed:
+            return
+        self._reply_count += 1
+        timeline = TurnTimeline(self._reply_count, ended.text)
+        timeline.mark("speech_end", self.clock.wall(ended.speech_end_s))
+        timeline.mark("asr_final", self._last_final_made or time.monotonic())
+        timeline.mark("endpoint", time.monotonic())
+        reply = _Reply(self._reply_count, ended, timeline)
+        messages = [*self.conversation.messages(), {"role": "user", "content": ended.text}]
+        reply.task = asyncio.create_task(self._run_reply(reply, messages), name=f"voxline-reply-{reply.id}")
+        self._reply = reply
+        self.events.publish({"type": "user_turn", "reply": reply.id, "text": ended.text, "complete": ended.complete})
+
+    async def _discard_reply(self, reply: _Reply) -> None:
+        """The user went on speaking before the reply played: drop it, keep their words."""
+        await self._cancel(reply)
+        self._reply = None
+        self.playout.flush()
+        self.turns.retract(reply.turn)
+        self.events.publish({"type": "reply_discarded", "reply": reply.id})
+
+    async def _cancel(self, reply: _Reply) -> None:
+        task = reply.task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, _CLOSE_TIMEOUT_S)
+
+    async def _run_reply(self, reply: _Reply, messages: list[dict[str, str]]) -> None:
+        chunker = ClauseChunker(self.settings.clause_rules)
+        try:
+            stream = self.llm.stream(messages, max_tokens=self.settings.max_reply_tokens)
+            try:
+                async for piece in stream:
+                    reply.timeline.mark("llm_first_token", time.monotonic())
+                    reply.text += piece
+                    for clause in chunker.push(piece):
+                        await self._speak(reply, clause)
+            finally:
+                await stream.aclose()
+            for clause in chunker.flush():
+                await self._speak(reply, clause)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an engine failure ends this reply, not the session
+            log.warning("reply %d failed: %s", reply.id, exc)
+            self.events.publish({"type": "error", "code": "reply_failed", "message": str(exc), "reply": reply.id})
+        finally:
+            reply.generated = True
+
+    async def _speak(self, reply: _Reply, clause: str) -> None:
+        parts: list[FloatAudio] = []
+        stream = self.tts.stream(clause)
+        try:
+            async for chunk in stream:
+                reply.timeline.mark("tts_first_audio", time.monotonic())
+                parts.append(chunk)
+        finally:
+            await stream.aclose()
+        if not parts:
+            return
+        audio = np.concatenate(parts)
+        if not reply.audio_started and self.playout.queued_s == 0:
+            loud = np.flatnonzero(np.abs(audio) > _LEADING_SILENCE)
+            audio = audio[max(0, int(loud[0]) - 80) :] if len(loud) else audio
+        if not self.playout.enqueue(clause, audio, reply.id):
+            self.events.publish({"type": "error", "code": "reply_too_long", "message": "reply audio over the queue limit"})
+
+    # -- speaking side (called by the transport, at real-time pace) ---------------------
+
+    def pull(self, n_samples: int) -> FloatAudio:
+        """The next ``n_samples`` of agent audio at ``playout.sample_rate_hz`` (silence when idle)."""
+        reply = self._reply
+        had_audio = self.playout.playing
+        if had_audio:
+            self._announce_segment()
+        frame = self.playout.next_frame(n_samples)
+        if self.on_played is not None:
+            self.on_played(frame)
+        if reply is None:
+            return frame
+        if had_audio and not reply.audio_started:
+            reply.audio_started = True
+            reply.timeline.mark("audio_out", time.monotonic())
+            self.conversation.add_user(reply.turn.text)
+            self.barge_in.agent_speaking(True)
+            self.timelines.append(reply.timeline)
+            self.events.publish(reply.timeline.as_event())
+        if reply.generated and self.playout.queued_s == 0 and not self.playout.paused:
+            self._finish(reply)
+        return frame
+
+    def _announce_segment(self) -> None:
+        head = self.playout.head()
+        if head is not None and head != self._playing_segment:
+            self._playing_segment = head
+            self.events.publish({"type": "agent_text", "reply": head[0], "text": head[1]})
+
+    def _finish(self, reply: _Reply) -> None:
+        heard = self.playout.forget(reply.id)
+        self._reply = None
+        self._playing_segment = None
+        if reply.audio_started:
+            self.conversation.add_agent(heard.text)
+            self.barge_in.agent_speaking(False)
+        else:  # the reply had nothing to say
+            self.conversation.add_user(reply.turn.text)
+        self.events.publish({"type": "agent_done", "reply": reply.id, "text": heard.text})

@@ -1,0 +1,101 @@
+"""End of turn: complete-sounding words end the turn at once, hanging ones wait."""
+
+from __future__ import annotations
+
+import pytest
+
+from voxline.pipeline.turn_taking import TurnDetector, TurnWaits, reads_complete
+
+
+@pytest.mark.parametrize(
+    ("text", "complete"),
+    [
+        ("What is the capital of France?", True),
+        ("Tell me a joke.", True),
+        ("I want to go to the", False),
+        ("I was thinking, and", False),
+        ("So I went to the store and.", False),
+        ("Well, um.", False),
+        ("Let me think...", False),
+        ("My name is", False),
+        ("", False),
+        ('He said "stop."', True),
+    ],
+)
+def test_reads_complete(text: str, complete: bool) -> None:
+    assert reads_complete(text) is complete
+
+
+def _spoken(detector: TurnDetector, text: str, start_s: float, end_s: float) -> None:
+    detector.speech_start()
+    detector.speech_quiet(end_s)
+    detector.final(text)
+
+
+def test_complete_turn_ends_as_soon_as_the_final_is_in() -> None:
+    detector = TurnDetector(TurnWaits(complete_wait_ms=0, incomplete_wait_ms=900))
+    _spoken(detector, "What time is it?", 0.0, 1.2)
+    ended = detector.poll(1.25)
+    assert ended is not None
+    assert ended.text == "What time is it?"
+    assert ended.speech_end_s == 1.2 and ended.complete
+    assert detector.poll(1.3) is None  # once only
+
+
+def test_hanging_turn_waits_and_a_continuation_joins_it() -> None:
+    detector = TurnDetector(TurnWaits(complete_wait_ms=0, incomplete_wait_ms=900))
+    _spoken(detector, "I would like to book a table for", 0.0, 2.0)
+    assert detector.poll(2.5) is None  # a thinking pause is not the end
+    _spoken(detector, "two people tonight.", 2.6, 4.0)
+    ended = detector.poll(4.05)
+    assert ended is not None
+    assert ended.text == "I would like to book a table for two people tonight."
+
+
+def test_hanging_turn_ends_after_the_long_wait() -> None:
+    detector = TurnDetector(TurnWaits(complete_wait_ms=0, incomplete_wait_ms=900))
+    _spoken(detector, "and then", 0.0, 1.0)
+    assert detector.poll(1.8) is None
+    ended = detector.poll(1.95)
+    assert ended is not None and not ended.complete
+
+
+def test_no_end_while_speaking_or_waiting_for_the_final() -> None:
+    detector = TurnDetector()
+    _spoken(detector, "Hello there.", 0.0, 1.0)
+    detector.speech_start()  # speaking again before the poll
+    assert detector.poll(3.0) is None
+    detector.speech_quiet(3.0)
+    assert detector.poll(3.1) is None  # the second utterance's final is not in yet
+    detector.final("How are you?")
+    ended = detector.poll(3.15)
+    assert ended is not None and ended.text == "Hello there. How are you?"
+
+
+def test_speech_without_words_stops_holding_the_turn_after_the_timeout() -> None:
+    detector = TurnDetector(TurnWaits(final_timeout_ms=2000))
+    _spoken(detector, "Is it raining?", 0.0, 1.0)
+    detector.speech_start()  # a cough: the recogniser will send no final
+    detector.speech_quiet(1.5)
+    assert detector.poll(2.0) is None
+    ended = detector.poll(3.6)
+    assert ended is not None and ended.text == "Is it raining?"
+
+
+def test_retract_puts_an_answered_turn_back_in_front() -> None:
+    detector = TurnDetector()
+    _spoken(detector, "Book a flight.", 0.0, 1.0)
+    first = detector.poll(1.1)
+    assert first is not None
+    detector.retract(first)
+    _spoken(detector, "To Paris, please.", 1.3, 2.4)
+    ended = detector.poll(2.5)
+    assert ended is not None and ended.text == "Book a flight. To Paris, please."
+
+
+def test_discard_last_drops_a_backchannel() -> None:
+    detector = TurnDetector()
+    _spoken(detector, "Uh-huh.", 0.0, 0.5)
+    detector.discard_last("Uh-huh.")
+    assert detector.pending_text == ""
+    assert detector.poll(5.0) is None
