@@ -46,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from voxline.clients.agent_runner import PacedAgentLoop, TurnTakingUser
+from voxline.clients.agent_runner import PacedAgentLoop, SpeakOverAgent, TurnTakingUser
 from voxline.config import Config, load_config
 from voxline.models.llm import LlamaEngine
 from voxline.models.speech_synth import synthesize
@@ -150,75 +150,20 @@ async def run_turns(engines: AgentEngines, turns: int, *, echo: bool) -> dict[st
     }
 
 
-class BargeInUser:
-    """Asks for a story, then speaks over the agent 1 s into each reply; cycles trial kinds."""
-
-    def __init__(self, trials: int, *, delay_s: float = 1.0, gap_s: float = 0.8) -> None:
-        self.kinds = [("interrupt", "backchannel", "noise")[i % 3] for i in range(trials)]
-        self.delay_s = delay_s
-        self.gap_s = gap_s
-        self.question = np.concatenate([np.zeros(LISTEN_RATE_HZ // 2, np.float32), synthesize(STORY, LISTEN_RATE_HZ)])
-        self.trial = 0
-        self.onsets: list[float] = []
-        self.reply_ids: list[int | None] = []
-        self._clip: np.ndarray | None = self.question
-        self._pos = 0
-        self._state = "asking"
-        self._since = 0.0
-        self._events_seen = 0
-
-    @property
-    def done(self) -> bool:
-        """True after every trial finished."""
-        return self.trial >= len(self.kinds)
-
-    def _barge_clip(self) -> np.ndarray:
-        kind, i = self.kinds[self.trial], self.trial // 3
-        if kind == "interrupt":
-            return synthesize(INTERRUPTIONS[i % len(INTERRUPTIONS)], LISTEN_RATE_HZ)
-        if kind == "backchannel":
-            return synthesize(BACKCHANNELS[i % len(BACKCHANNELS)], LISTEN_RATE_HZ)
-        return _noise_burst(0.35, seed=i)
-
-    def __call__(self, n: int, loop: PacedAgentLoop) -> np.ndarray:
-        """The next frame of the script."""
-        chunk = np.zeros(n, np.float32)
-        now = time.monotonic()
-        new = loop.events[self._events_seen :]
-        self._events_seen = len(loop.events)
-        if self.done:
-            return chunk
-        if self._state == "waiting_audio":
-            for event in new:
-                if event["type"] == "agent_text":
-                    self._state, self._since = "waiting_delay", now
-                    self.reply_ids.append(event["reply"])
-                    break
-        elif self._state == "waiting_delay" and now - self._since >= self.delay_s:
-            self._clip, self._pos, self._state = self._barge_clip(), 0, "barging"
-        elif self._state == "waiting_end":
-            if any(e["type"] in ("agent_done", "interrupted") for e in new) or now - self._since > 30:
-                self._state, self._since = "gap", now
-        elif self._state == "gap" and now - self._since >= self.gap_s and loop.session.agent.idle:
-            self.trial += 1
-            self._clip, self._pos, self._state = self.question, 0, "asking"
-        if self._state in ("asking", "barging") and self._clip is not None:
-            part = self._clip[self._pos : self._pos + n]
-            chunk[: len(part)] = part
-            if self._state == "barging" and self._pos == 0:
-                loud = np.flatnonzero(np.abs(self._clip) > LOUD)
-                self.onsets.append(now + (int(loud[0]) if len(loud) else 0) / LISTEN_RATE_HZ)
-            self._pos += n
-            if self._pos >= len(self._clip):
-                self._state = "waiting_audio" if self._state == "asking" else "waiting_end"
-                self._since = now
-        return chunk
+def _barge_clip(kind: str, i: int) -> np.ndarray:
+    if kind == "interrupt":
+        return synthesize(INTERRUPTIONS[i % len(INTERRUPTIONS)], LISTEN_RATE_HZ)
+    if kind == "backchannel":
+        return synthesize(BACKCHANNELS[i % len(BACKCHANNELS)], LISTEN_RATE_HZ)
+    return _noise_burst(0.35, seed=i)
 
 
 async def run_bargeins(engines: AgentEngines, trials: int, *, echo: bool) -> dict[str, Any]:
     """Phase 2: interruptions, backchannels and noise spoken over the agent."""
     session = build_agent_session(engines)
-    user = BargeInUser(trials)
+    kinds = [("interrupt", "backchannel", "noise")[i % 3] for i in range(trials)]
+    question = np.concatenate([np.zeros(LISTEN_RATE_HZ // 2, np.float32), synthesize(STORY, LISTEN_RATE_HZ)])
+    user = SpeakOverAgent(question, [_barge_clip(kind, i // 3) for i, kind in enumerate(kinds)])
     loop = PacedAgentLoop(session, user, echo_device=_echo_device(2) if echo else None)
     await session.graph.start()
     try:
@@ -227,7 +172,7 @@ async def run_bargeins(engines: AgentEngines, trials: int, *, echo: bool) -> dic
         await session.graph.cancel()
     pauses, outcome = [], {"interrupt": [], "backchannel": [], "noise": []}  # type: dict[str, list[bool]]
     for i, onset in enumerate(user.onsets):
-        kind = user.kinds[i]
+        kind = kinds[i]
         silent = _first_silent_after(loop, onset)
         if silent is not None and kind != "noise":  # speech must pause the agent; noise need not
             pauses.append((silent - onset) * 1000)

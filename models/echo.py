@@ -75,6 +75,7 @@ import numpy as np
 import numpy.typing as npt
 
 from voxline.errors import EngineError
+from voxline.models.echo_coupling import EchoCouplingDetector
 
 __all__ = [
     "AEC_ALGORITHMIC_DELAY_SAMPLES",
@@ -132,7 +133,10 @@ class EchoCanceller:
 
     ``stream_delay_ms`` is a lower bound of the acoustic delay, passed to WebRTC as the
     start of its delay search (keep 0 unless the delay is known to be at least that).
-    ``max_reference_ms`` bounds the far-end queue (drop-oldest). ``noise_suppression``
+    ``max_reference_ms`` bounds the far-end queue (drop-oldest). With
+    ``bypass_without_echo`` (default) the microphone's own audio is passed on while
+    ``EchoCouplingDetector`` finds no echo path (headphones): AEC3 would otherwise
+    suppress the user during its first seconds of far-end audio. ``noise_suppression``
     and ``gain_control`` turn on WebRTC's NS (level ``ns_level``, 0-3) and digital AGC.
 
     Raises:
@@ -148,6 +152,7 @@ class EchoCanceller:
         noise_suppression: bool = False,
         ns_level: int = 1,
         gain_control: bool = False,
+        bypass_without_echo: bool = True,
     ) -> None:
         if stream_delay_ms < 0:
             raise ValueError(f"stream_delay_ms must be >= 0, got {stream_delay_ms}")
@@ -165,6 +170,10 @@ class EchoCanceller:
         except (RuntimeError, ValueError) as exc:
             raise EngineError(f"cannot set up the WebRTC echo canceller: {exc}") from exc
         self._processor = processor
+        self.coupling = EchoCouplingDetector(AEC_SAMPLE_RATE_HZ) if bypass_without_echo else None
+        self._raw_delay = np.zeros(AEC_ALGORITHMIC_DELAY_SAMPLES, dtype=np.float32)
+        self.bypassed_frames = 0
+        """Frames passed through unprocessed because no echo path was found."""
         self.stream_delay_ms = stream_delay_ms
         self.max_reference_samples = max_reference_ms * AEC_SAMPLE_RATE_HZ // 1000
         self._reference: deque[FloatAudio] = deque()
@@ -282,13 +291,24 @@ class EchoCanceller:
     def _process_frame(self, mic_pcm: bytes) -> bytes:
         processor = self._processor
         try:
-            processor.process_reverse_stream(self._next_reference_pcm())
+            reference_pcm = self._next_reference_pcm()
+            processor.process_reverse_stream(reference_pcm)
             # AEC3 takes the delay only as a hint, but APM expects it before every frame.
             processor.set_stream_delay(self.stream_delay_ms)
             cleaned: bytes = processor.process_stream(mic_pcm)
         except (RuntimeError, ValueError) as exc:
             raise EngineError(f"the WebRTC echo canceller failed: {exc}") from exc
         self.frames_processed += 1
+        if self.coupling is None:
+            return cleaned
+        mic = np.frombuffer(mic_pcm, dtype="<i2").astype(np.float32) / np.float32(_PCM_SCALE)
+        self.coupling.feed(np.frombuffer(reference_pcm, dtype="<i2").astype(np.float32) / np.float32(_PCM_SCALE), mic)
+        # The raw path is delayed like the canceller's output, so switching leaves no jump.
+        delayed = np.concatenate((self._raw_delay, mic))
+        self._raw_delay = delayed[-AEC_ALGORITHMIC_DELAY_SAMPLES:]
+        if self.coupling.bypass:
+            self.bypassed_frames += 1
+            return _to_pcm16(delayed[: len(mic)])
         return cleaned
 
 

@@ -141,6 +141,10 @@ class BargeInPolicy:
             return self._decide(interrupt=False)
         return None
 
+    def give_up(self) -> BargeInAction | None:
+        """The user went quiet and no final came to decide: resume (None if not paused)."""
+        return self._decide(interrupt=False) if self._paused else None
+
     def _decide(self, *, interrupt: bool) -> BargeInAction:
         self._paused = False
         self._heard_words = False

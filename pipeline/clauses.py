@@ -33,7 +33,7 @@ __all__ = ["DEFAULT_ABBREVIATIONS", "ClauseChunker", "ClauseRules"]
 DEFAULT_ABBREVIATIONS = frozenset(
     {
         "mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "jr.", "sr.", "vs.", "etc.",
-        "e.g.", "i.e.", "approx.", "no.", "fig.", "u.s.", "a.m.", "p.m.",
+        "e.g.", "i.e.", "approx.", "fig.", "u.s.", "a.m.", "p.m.",
     }
 )  # fmt: skip
 """Lower-cased words whose final period does not end a sentence."""
@@ -53,13 +53,18 @@ class ClauseRules:
 
     ``first_min_words`` / ``min_words``: the fewest words a clause needs before a soft
     mark (``, ; :`` or a dash) may end it, for a reply's first clause and for later
-    ones. ``max_chars``: the longest clause (characters); a longer run is cut at its
-    last space. ``abbreviations``: lower-cased words ending in a period that do not end
+    ones. ``first_max_words`` (0: off): a reply's first clause ends after this many
+    words even without punctuation, once two more words have followed (so a short
+    sentence stays whole), and speech starts before a long first sentence is complete
+    (a voice agent's time to first audio; the prosody break is small).
+    ``max_chars``: the longest clause (characters); a longer run is cut at its last
+    space. ``abbreviations``: lower-cased words ending in a period that do not end
     a sentence.
     """
 
     first_min_words: int = 3
     min_words: int = 6
+    first_max_words: int = 0
     max_chars: int = 200
     abbreviations: frozenset[str] = DEFAULT_ABBREVIATIONS
 
@@ -137,6 +142,12 @@ class ClauseChunker:
                     return end
             elif len(held[:end].split()) >= min_words:
                 return end
+        first_max = self.rules.first_max_words
+        if self._emitted == 0 and first_max > 0:
+            spaces = [i for i, c in enumerate(held) if c == " "]
+            # Two more whole words must follow, so a short sentence is not cut before its last word.
+            if len(spaces) >= first_max + 2 and spaces[first_max - 1] <= max_chars:
+                return spaces[first_max - 1]
         if len(held.rstrip(" ")) <= max_chars:
             return None
         space = held.rfind(" ", 0, max_chars + 1)

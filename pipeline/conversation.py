@@ -55,6 +55,15 @@ class Conversation:
         """The chat messages for the next reply: system prompt, then the kept history."""
         return [{"role": "system", "content": self.system_prompt}, *(dict(m) for m in self._turns)]
 
+    def messages_with_user(self, text: str) -> list[dict[str, str]]:
+        """``messages()`` plus ``text`` as the user's next words (merged into a trailing user message)."""
+        messages = self.messages()
+        if messages[-1]["role"] == "user":
+            messages[-1]["content"] += " " + text.strip()
+        else:
+            messages.append({"role": "user", "content": text.strip()})
+        return messages
+
     @property
     def turns(self) -> list[dict[str, str]]:
         """The kept user/assistant messages (copies)."""

@@ -72,6 +72,7 @@ class PlayoutBuffer:
     _heard: dict[int, list[str]] = field(default_factory=dict)
     _paused: bool = False
     _queued: int = 0
+    _started: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def queued_s(self) -> float:
@@ -113,6 +114,8 @@ class PlayoutBuffer:
         filled = 0
         while filled < n_samples and self._segments:
             segment = self._segments[0]
+            if segment.played == 0:
+                self._started.append((segment.turn, segment.text))
             take = min(n_samples - filled, segment.remaining)
             frame[filled : filled + take] = segment.audio[segment.played : segment.played + take]
             self._advance(segment, take)
@@ -120,6 +123,11 @@ class PlayoutBuffer:
             if segment.remaining == 0:
                 self._segments.popleft()
         return frame
+
+    def take_started(self) -> list[tuple[int, str]]:
+        """(turn, text) of each segment that began playing since the last call, in order."""
+        started, self._started = self._started, []
+        return started
 
     def _advance(self, segment: _Segment, samples: int) -> None:
         before = segment.played
@@ -150,6 +158,7 @@ class PlayoutBuffer:
         """
         cut_turns = {s.turn for s in self._segments if s.played < len(s.audio)}
         self._segments.clear()
+        self._started.clear()
         self._queued = 0
         self._paused = False
         heard = [

@@ -27,14 +27,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-# Words after which an English sentence cannot end (conjunctions, articles,
-# prepositions, auxiliaries, fillers, "I").
+# Words after which an English statement cannot end (conjunctions, articles,
+# prepositions, fillers, "I"); a question mark ends a turn whatever the last word.
 HANGING_WORDS = frozenset(
     """and or but so because since if when while although though than that which who
     whose where the a an my your his her its our their this these those to of in on at
-    for with from by about into onto over under like as is are was were be been am do
-    does did have has had will would could should can may might must not i um uh er erm
-    hmm let's""".split()
+    for with from by about into onto over under like as i um uh er erm hmm let's""".split()
 )
 _SENTENCE_END = re.compile(r"[.?!][\"')\]]*$")
 _LAST_WORD = re.compile(r"([a-z']+)[^a-z']*$")
@@ -45,6 +43,8 @@ def reads_complete(text: str) -> bool:
     text = text.strip()
     if not text or text.endswith("...") or not _SENTENCE_END.search(text):
         return False
+    if text.rstrip("\"')]").endswith("?"):
+        return True
     match = _LAST_WORD.search(text.lower())
     return match is None or match.group(1) not in HANGING_WORDS
 

@@ -19,7 +19,7 @@ taken for the end of the turn costs nothing but the discarded work).
 Everything the client should know goes out as events on an ``EventChannel``:
 ``user_partial``/``user_final``, ``user_turn``, ``agent_text`` (a clause as it
 starts playing), ``agent_paused``, ``agent_resumed`` (``reason``: backchannel or
-noise), ``interrupted`` (with the words ``heard``), ``reply_discarded``,
+noise), ``interrupted`` (the words ``heard``; ``reason``: words or long_speech), ``reply_discarded``,
 ``agent_done``, ``turn_latency`` (the waterfall of ``turn_latency.py``) and ``error``.
 
 All methods run on the session's event loop; none blocks.
@@ -28,7 +28,6 @@ All methods run on the session's event loop; none blocks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -66,7 +65,8 @@ class AgentSettings:
     waits: TurnWaits = field(default_factory=TurnWaits)
     barge_in: BargeInSettings = field(default_factory=lambda: BargeInSettings(min_speech_ms=0.0))
     noise_resume_ms: float = 500.0
-    clause_rules: ClauseRules = field(default_factory=ClauseRules)
+    final_wait_ms: float = 1500.0
+    clause_rules: ClauseRules = field(default_factory=lambda: ClauseRules(first_max_words=4))
     max_queued_audio_s: float = 60.0
 
 
@@ -134,7 +134,6 @@ class VoiceAgent:
         self._heard_words_while_paused = False
         self._last_final_made = 0.0
         self._now_s = 0.0
-        self._playing_segment: tuple[int, str] | None = None
         self._closed = False
 
     # -- listening side (called by ConversationStage) -----------------------------
@@ -157,10 +156,13 @@ class VoiceAgent:
         self.clock.add(frame)
         self._now_s = now_s = frame.end_s
         if self._user_speaking:
-            await self._act(self.barge_in.user_audio(now_s))
-        elif self.barge_in.paused and not self._heard_words_while_paused and self._quiet_since_s is not None:
-            if (now_s - self._quiet_since_s) * 1000 >= self.settings.noise_resume_ms:
+            await self._act(self.barge_in.user_audio(now_s), reason="long_speech")
+        elif self.barge_in.paused and self._quiet_since_s is not None:
+            quiet_ms = (now_s - self._quiet_since_s) * 1000
+            if not self._heard_words_while_paused and quiet_ms >= self.settings.noise_resume_ms:
                 await self._act(self.barge_in.user_speech_end(), reason="noise")
+            elif self._heard_words_while_paused and quiet_ms >= self.settings.final_wait_ms:
+                await self._act(self.barge_in.give_up(), reason="backchannel")
         if self._reply is None:
             ended = self.turns.poll(now_s)
             if ended is not None:
@@ -180,7 +182,7 @@ class VoiceAgent:
             if reply is not None and not reply.audio_started:
                 await self._discard_reply(reply)
             self.barge_in.user_speech_start(self._now_s)
-            await self._act(self.barge_in.user_audio(self._now_s))
+            await self._act(self.barge_in.user_audio(self._now_s), reason="long_speech")
         elif kind in (ControlKind.SPEECH_PAUSE, ControlKind.SPEECH_STOP):
             self._user_speaking = False
             self.barge_in.user_quiet()
@@ -204,23 +206,22 @@ class VoiceAgent:
             action = self.barge_in.user_transcript(text, final=frame.is_final)
             if action is BargeInAction.RESUME and frame.is_final:
                 self.turns.discard_last(text)
-            await self._act(action, reason="backchannel")
+            await self._act(action, reason="backchannel" if action is BargeInAction.RESUME else "words")
         elif frame.is_final and self.speaking:
             # Words over the agent too short to have paused it, or after a noise resume.
             if self.barge_in.is_backchannel(text):
                 self.turns.discard_last(text)
             else:
-                await self._act(BargeInAction.INTERRUPT)
+                await self._act(BargeInAction.INTERRUPT, reason="words")
 
     async def close(self) -> None:
         """Cancel the reply in flight and close the event channel. Idempotent."""
         self._closed = True
-        reply = self._reply
-        if reply is not None:
-            await self._cancel(reply)
-            self._reply = None
+        reply, self._reply = self._reply, None
         self.playout.flush()
         self.events.close()
+        if reply is not None:
+            await self._cancel(reply)
 
     # -- barge-in -------------------------------------------------------------------
 
@@ -237,17 +238,17 @@ class VoiceAgent:
             self.events.publish({"type": "agent_resumed", "reply": reply.id if reply else None, "reason": reason})
         elif action is BargeInAction.INTERRUPT:
             self._heard_words_while_paused = False
-            heard = ""
+            # Detach first: the transport may pull while the reply task stops.
+            self._reply = None
+            heard = self._heard_after_flush(reply.id) if reply is not None else ""
+            if reply is not None:
+                self.conversation.add_agent(heard)
+            self.barge_in.agent_speaking(False)
+            self.events.publish({
+                "type": "interrupted", "reply": reply.id if reply else None, "heard": heard, "reason": reason,
+            })
             if reply is not None:
                 await self._cancel(reply)
-                self._reply = None
-                heard = self._heard_after_flush(reply.id)
-                self.conversation.add_agent(heard)
-            else:
-                self.playout.flush()
-            self.barge_in.agent_speaking(False)
-            self._playing_segment = None
-            self.events.publish({"type": "interrupted", "reply": reply.id if reply else None, "heard": heard})
 
     def _heard_after_flush(self, reply_id: int) -> str:
         for heard in self.playout.flush():
@@ -266,25 +267,25 @@ class VoiceAgent:
         timeline.mark("asr_final", self._last_final_made or time.monotonic())
         timeline.mark("endpoint", time.monotonic())
         reply = _Reply(self._reply_count, ended, timeline)
-        messages = [*self.conversation.messages(), {"role": "user", "content": ended.text}]
+        messages = self.conversation.messages_with_user(ended.text)
         reply.task = asyncio.create_task(self._run_reply(reply, messages), name=f"voxline-reply-{reply.id}")
         self._reply = reply
         self.events.publish({"type": "user_turn", "reply": reply.id, "text": ended.text, "complete": ended.complete})
 
     async def _discard_reply(self, reply: _Reply) -> None:
         """The user went on speaking before the reply played: drop it, keep their words."""
-        await self._cancel(reply)
         self._reply = None
         self.playout.flush()
         self.turns.retract(reply.turn)
         self.events.publish({"type": "reply_discarded", "reply": reply.id})
+        await self._cancel(reply)
 
     async def _cancel(self, reply: _Reply) -> None:
+        """Cancel the reply task and wait for it (bounded); the caller's own cancel propagates."""
         task = reply.task
         if task is not None and not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, _CLOSE_TIMEOUT_S)
+            await asyncio.wait({task}, timeout=_CLOSE_TIMEOUT_S)
 
     async def _run_reply(self, reply: _Reply, messages: list[dict[str, str]]) -> None:
         chunker = ClauseChunker(self.settings.clause_rules)
@@ -332,9 +333,9 @@ class VoiceAgent:
         """The next ``n_samples`` of agent audio at ``playout.sample_rate_hz`` (silence when idle)."""
         reply = self._reply
         had_audio = self.playout.playing
-        if had_audio:
-            self._announce_segment()
         frame = self.playout.next_frame(n_samples)
+        for reply_id, text in self.playout.take_started():
+            self.events.publish({"type": "agent_text", "reply": reply_id, "text": text})
         if self.on_played is not None:
             self.on_played(frame)
         if reply is None:
@@ -350,16 +351,9 @@ class VoiceAgent:
             self._finish(reply)
         return frame
 
-    def _announce_segment(self) -> None:
-        head = self.playout.head()
-        if head is not None and head != self._playing_segment:
-            self._playing_segment = head
-            self.events.publish({"type": "agent_text", "reply": head[0], "text": head[1]})
-
     def _finish(self, reply: _Reply) -> None:
         heard = self.playout.forget(reply.id)
         self._reply = None
-        self._playing_segment = None
         if reply.audio_started:
             self.conversation.add_agent(heard.text)
             self.barge_in.agent_speaking(False)

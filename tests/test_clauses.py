@@ -138,3 +138,24 @@ def test_clauses_rejoin_to_the_text_however_it_was_split(
     )
     whole = [c for out in stream([text], ClauseChunker(rules)) for c in out]
     assert clauses == whole
+
+
+def test_first_clause_cut_after_first_max_words_without_punctuation() -> None:
+    chunker = ClauseChunker(ClauseRules(first_max_words=4))
+    clauses = []
+    for piece in "The story of a brave knight is a classic tale. It ends well.".split(" "):
+        clauses += chunker.push(piece + " ")
+    clauses += chunker.flush()
+    assert clauses == ["The story of a", "brave knight is a classic tale.", "It ends well."]
+
+
+def test_first_max_words_waits_for_two_more_whole_words() -> None:
+    chunker = ClauseChunker(ClauseRules(first_max_words=2))
+    assert chunker.push("Hello wor") == []
+    assert chunker.push("ld again and") == []
+    assert chunker.push(" again") == ["Hello world"]
+
+
+def test_first_max_words_keeps_a_short_sentence_whole() -> None:
+    chunker = ClauseChunker(ClauseRules(first_max_words=4))
+    assert chunker.push("It is ten past five. ") == ["It is ten past five."]

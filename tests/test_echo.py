@@ -262,3 +262,25 @@ async def test_audio_that_is_not_16_khz_is_refused_with_a_clear_error() -> None:
         await stage.process(frame)
     with pytest.raises(ValueError, match="takes 16000 Hz reference audio, got 24000 Hz"):
         stage.add_reference(np.zeros(480, np.float32), sample_rate_hz=24000)
+
+
+@needs_aec
+def test_headphones_user_over_the_first_second_of_agent_speech_is_kept() -> None:
+    """No echo path (headphones): AEC3's start-up suppression must not eat the user's barge-in."""
+    from voxline.models.echo import EchoCanceller
+    from voxline.models.speech_synth import synthesize
+
+    agent = synthesize("The story of a brave knight is a classic tale of courage and adventure.", 16000)
+    user = synthesize("Stop, I want to ask something else.", 16000)
+    start = 16000  # the user talks 1 s into the agent's reply
+    mic = np.zeros(len(agent), np.float32)
+    mic[start : start + len(user)] = user[: len(agent) - start]
+    canceller = EchoCanceller()
+    out = []
+    for i in range(0, len(agent) - 320, 320):
+        canceller.add_reference(agent[i : i + 320])
+        out.append(canceller.process(mic[i : i + 320]))
+    cleaned = np.concatenate(out)[start : start + len(user)]
+    kept = np.sqrt(np.mean(cleaned**2)) / np.sqrt(np.mean(mic[start : start + len(user)] ** 2))
+    assert kept > 0.8, f"only {kept:.0%} of the user's voice survived"
+    assert canceller.coupling is not None and canceller.coupling.bypass

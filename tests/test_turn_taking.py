@@ -99,3 +99,9 @@ def test_discard_last_drops_a_backchannel() -> None:
     detector.discard_last("Uh-huh.")
     assert detector.pending_text == ""
     assert detector.poll(5.0) is None
+
+
+def test_questions_end_whatever_the_last_word() -> None:
+    assert reads_complete("How many legs does a spider have?")
+    assert reads_complete("Where are you from?")
+    assert not reads_complete("I am going to")
