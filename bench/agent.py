@@ -11,7 +11,7 @@ with user audio synthesized by the packaged Piper voice.
    tts_first_audio, audio_out; each from the previous mark).
 2. **Barge-in** (``--bargeins B``): the agent is asked for a story; 1 s into its audio
    the user says something over it, cycling through a real interruption, a backchannel
-   ("uh-huh", "yeah", "okay", "mm-hmm", "right") and a wordless noise burst.
+   ("uh-huh", "yeah", "okay", "right", "sure") and a wordless noise burst.
    ``bargein_pause_ms``: the wall time of the barge-in's first loud sample → the first
    played frame that is silent (the agent paused or was stopped). ``backchannel_resumed``
    / ``noise_resumed``: the fraction of those trials after which the agent resumed the
@@ -22,7 +22,11 @@ with user audio synthesized by the packaged Piper voice.
    noise at -60 dBFS). ``self_interruptions_with_echo``: replies stopped while the user
    was silent; ``self_pauses_with_echo``: pauses while the user was silent;
    ``echo_words_in_user_transcript``: user finals heard while the user was silent.
-4. **Drafting**: the agent's own turn prompts, generated greedily with and without
+4. **Mid-sentence pauses**: six utterances with a ``--pause-s`` thinking pause inside
+   ("I would like to book a table for ... two people tonight."), with the adaptive end
+   of turn and with a fixed one (every final ends the turn): ``false_cutins`` counts
+   replies that started playing before the user finished.
+5. **Drafting**: the agent's own turn prompts, generated greedily with and without
    prompt-lookup drafting on the same engine settings: ``spec_decode_speedup`` is the
    ratio of median tokens/s (with / without).
 
@@ -66,8 +70,25 @@ QUESTIONS = [
 ]
 STORY = "Tell me a long story about a brave knight and a dragon."
 INTERRUPTIONS = ["Stop, I want to ask something else.", "Wait, tell me about the weather instead.", "No, that is not what I meant."]
-BACKCHANNELS = ["Uh-huh.", "Yeah.", "Okay.", "Mm-hmm.", "Right."]
+# "Mm-hmm." is left out: Piper renders it as a hum Whisper hears as words ("in a month").
+BACKCHANNELS = ["Uh-huh.", "Yeah.", "Okay.", "Right.", "Sure."]
 LOUD = 0.01
+
+
+PAUSED_UTTERANCES = [
+    ("I would like to book a table for", "two people tonight."),
+    ("Can you tell me the", "name of the tallest mountain?"),
+    ("I was thinking about", "going to the beach tomorrow."),
+    ("What do you think about", "the weather today?"),
+    ("So, um,", "what time is it?"),
+    ("My favorite food is", "pizza with extra cheese."),
+]
+
+
+def _trimmed(audio: np.ndarray) -> np.ndarray:
+    """``audio`` without Piper's leading and trailing silence (so a pause is exactly as long as set)."""
+    loud = np.flatnonzero(np.abs(audio) > LOUD)
+    return audio[loud[0] : loud[-1] + 1] if len(loud) else audio
 
 
 def _pct(values: list[float]) -> dict[str, float | None]:
@@ -195,6 +216,49 @@ async def run_bargeins(engines: AgentEngines, trials: int, *, echo: bool) -> dic
     }
 
 
+async def run_paused_utterances(engines: AgentEngines, *, pause_s: float, adaptive: bool) -> dict[str, Any]:
+    """Phase 5: utterances with a thinking pause mid-sentence; does the agent cut in?
+
+    A false cut-in is a reply that started playing before the user finished: its
+    ``user_turn`` lacks the second half and it produced audio. A premature endpoint
+    that was discarded before any audio (``reply_discarded``) costs only compute.
+    ``adaptive=False`` ends every turn at the first final (no reading of the words).
+    """
+    import dataclasses
+
+    from voxline.pipeline.recipes.agent import agent_settings
+    from voxline.pipeline.turn_taking import TurnWaits
+
+    settings = agent_settings(engines.config)
+    if not adaptive:
+        settings = dataclasses.replace(settings, waits=TurnWaits(0.0, 0.0))
+    session = build_agent_session(engines, settings=settings)
+    clips = [
+        np.concatenate([np.zeros(LISTEN_RATE_HZ // 2, np.float32), _trimmed(synthesize(a, LISTEN_RATE_HZ)),
+                        np.zeros(int(pause_s * LISTEN_RATE_HZ), np.float32), _trimmed(synthesize(b, LISTEN_RATE_HZ))])
+        for a, b in PAUSED_UTTERANCES
+    ]
+    user = TurnTakingUser(clips, gap_s=0.8)
+    loop = PacedAgentLoop(session, user)
+    await session.graph.start()
+    try:
+        await loop.run(lambda _: user.done, max_s=40.0 * len(clips))
+    finally:
+        await session.graph.cancel()
+    played = {e["reply"] for e in loop.events if e["type"] == "agent_text"}
+    cut_ins = 0
+    for event in loop.events:
+        if event["type"] == "user_turn" and event["reply"] in played:
+            words = event["text"].lower()
+            if not any(b.split()[-1].strip("?.").lower() in words for _, b in PAUSED_UTTERANCES):
+                cut_ins += 1
+    return {
+        "false_cutins": cut_ins,
+        "premature_endpoints_discarded": sum(e["type"] == "reply_discarded" for e in loop.events),
+        "utterances": len(clips),
+    }
+
+
 async def spec_decode(config: Config, prompts: list[list[dict[str, str]]], max_tokens: int) -> dict[str, Any]:
     """Phase 4: tokens/s on the same prompts with and without prompt-lookup drafting."""
     rates: dict[str, list[float]] = {}
@@ -231,6 +295,8 @@ async def main() -> None:
     parser.add_argument("--bargeins", type=int, default=9)
     parser.add_argument("--echo", action="store_true", help="also run with the simulated echo device")
     parser.add_argument("--no-spec", action="store_true", help="skip the drafting comparison")
+    parser.add_argument("--no-pauses", action="store_true", help="skip the mid-sentence pause phase")
+    parser.add_argument("--pause-s", type=float, default=0.7, help="the thinking pause inside each paused utterance")
     parser.add_argument("--json", action="store_true", help="print only the JSON summary line")
     args = parser.parse_args()
     config = load_config()
@@ -248,6 +314,12 @@ async def main() -> None:
         }
         if not args.json:
             print("user finals:", turns["user_finals"], file=sys.stderr)
+        if not args.no_pauses:
+            result["mid_sentence_pause"] = {
+                "pause_ms": round(args.pause_s * 1000),
+                "adaptive": await run_paused_utterances(engines, pause_s=args.pause_s, adaptive=True),
+                "fixed": await run_paused_utterances(engines, pause_s=args.pause_s, adaptive=False),
+            }
         if args.echo:
             echo_turns = await run_turns(engines, args.turns, echo=True)
             echo_barge = await run_bargeins(engines, args.bargeins, echo=True)

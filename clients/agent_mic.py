@@ -81,8 +81,7 @@ class MicSource:
         return self.ring.read(n_samples)
 
 
-def open_devices(mic: SampleRing, speaker: SampleRing, speaker_rate_hz: int, frame_ms: int) -> tuple[Any, Any]:
-    """Open (not start) the PortAudio input and output streams feeding/draining the rings."""
+def _sounddevice() -> Any:
     try:
         import sounddevice
     except (ImportError, OSError) as exc:
@@ -90,6 +89,12 @@ def open_devices(mic: SampleRing, speaker: SampleRing, speaker_rate_hz: int, fra
             "voxline mic needs the sounddevice package and the PortAudio library "
             "(pip install sounddevice; apt-get install libportaudio2)"
         ) from exc
+    return sounddevice
+
+
+def open_devices(mic: SampleRing, speaker: SampleRing, speaker_rate_hz: int, frame_ms: int) -> tuple[Any, Any]:
+    """Open (not start) the PortAudio input and output streams feeding/draining the rings."""
+    sounddevice = _sounddevice()
 
     def captured(indata: Any, frames: int, time_info: Any, status: Any) -> None:
         mic.write(indata[:, 0])
@@ -99,11 +104,11 @@ def open_devices(mic: SampleRing, speaker: SampleRing, speaker_rate_hz: int, fra
 
     try:
         source = sounddevice.InputStream(
-            samplerate=LISTEN_RATE_HZ, channels=1, dtype="float32",
+            samplerate=LISTEN_RATE_HZ, channels=1, dtype="float32", latency="low",
             blocksize=LISTEN_RATE_HZ * frame_ms // 1000, callback=captured,
         )
         sink = sounddevice.OutputStream(
-            samplerate=speaker_rate_hz, channels=1, dtype="float32",
+            samplerate=speaker_rate_hz, channels=1, dtype="float32", latency="low",
             blocksize=speaker_rate_hz * frame_ms // 1000, callback=wanted,
         )
     except Exception as exc:  # PortAudioError: no device, busy device, bad rate
@@ -111,19 +116,37 @@ def open_devices(mic: SampleRing, speaker: SampleRing, speaker_rate_hz: int, fra
     return source, sink
 
 
+def _stop_on_ctrl_c(stop: asyncio.Event) -> None:
+    """The first Ctrl-C ends the call cleanly; a second one is a KeyboardInterrupt."""
+    loop = asyncio.get_running_loop()
+
+    def first() -> None:
+        stop.set()
+        loop.remove_signal_handler(signal.SIGINT)
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, first)
+    except NotImplementedError:  # Windows: Ctrl-C raises KeyboardInterrupt in the loop
+        pass
+
+
 async def run_mic(config: Config, *, out: TextIO = sys.stdout, frame_ms: int = 20) -> int:
     """Converse through the default microphone and speaker until Ctrl-C."""
+    _sounddevice()  # fail before loading the models
     engines = await AgentEngines.load(config)
     try:
         session = build_agent_session(engines)
-        mic = SampleRing(LISTEN_RATE_HZ, max_s=0.2)
-        speaker = SampleRing(session.output_rate_hz, max_s=0.2)
+        # Small rings: the speaker's bounds how late (and how long an echo) the agent's
+        # audio can be; overflowing drops the oldest instead of adding delay for good.
+        mic = SampleRing(LISTEN_RATE_HZ, max_s=0.1)
+        speaker = SampleRing(session.output_rate_hz, max_s=0.08)
         source, sink = open_devices(mic, speaker, session.output_rate_hz, frame_ms)
         loop = PacedAgentLoop(
-            session, MicSource(mic), frame_ms=frame_ms, on_event=event_printer(out), on_played=speaker.write
+            session, MicSource(mic), frame_ms=frame_ms, on_event=event_printer(out), on_played=speaker.write,
+            record=False,
         )
         stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+        _stop_on_ctrl_c(stop)
         print("talk to the agent; Ctrl-C to stop", file=sys.stderr)
         await session.graph.start()
         try:

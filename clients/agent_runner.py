@@ -11,6 +11,11 @@ real time) ``PacedAgentLoop`` does what a sound card or a WebRTC peer does:
 4. pushes the result into the session's graph, stamped with its capture time;
 5. collects the session's events.
 
+With ``record`` (the default) it keeps everything played, sent and published, for
+the demo, the benchmark and the tests; ``voxline mic`` turns it off, so a call of
+hours holds no growing lists. After a stall of more than ``max_lag_frames`` ticks it
+skips the missed ticks instead of sending a burst faster than real time.
+
 It is used by ``voxline demo``, the agent benchmark and the tests; ``voxline mic``
 runs the same session against real devices.
 """
@@ -27,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from voxline.errors import PipelineError
 from voxline.pipeline.frames import AudioFrame, ControlFrame, ControlKind
 from voxline.pipeline.recipes.agent import LISTEN_RATE_HZ, AgentSession
 
@@ -84,6 +90,9 @@ class PacedAgentLoop:
     frame_ms: int = 20
     on_event: Callable[[dict[str, Any]], None] | None = None
     on_played: Callable[[FloatAudio], None] | None = None
+    record: bool = True
+    max_lag_frames: int = 3
+    skipped_ticks: int = 0
     played: list[FloatAudio] = field(default_factory=list)
     played_at: list[float] = field(default_factory=list)
     sent: list[FloatAudio] = field(default_factory=list)
@@ -121,6 +130,11 @@ class PacedAgentLoop:
             delay = target - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            elif -delay > self.max_lag_frames * frame_s:
+                # The loop stalled: skip the missed ticks rather than send a burst.
+                behind = int(-delay / frame_s)
+                self.start_time += behind * frame_s
+                self.skipped_ticks += behind
             self._tick(n_in, n_out)
             if until(self):
                 return
@@ -129,8 +143,9 @@ class PacedAgentLoop:
     def _tick(self, n_in: int, n_out: int) -> None:
         self.ticks += 1
         played = self.session.pull(n_out)
-        self.played.append(played)
-        self.played_at.append(time.monotonic())
+        if self.record:
+            self.played.append(played)
+            self.played_at.append(time.monotonic())
         if self.on_played is not None:
             self.on_played(played)
         mic = self.source(n_in, self)
@@ -141,15 +156,17 @@ class PacedAgentLoop:
             self.echo_device.play(self._played_16k[:n_in])
             self._played_16k = self._played_16k[n_in:]
             mic = self.echo_device.capture(mic)
-        self.sent.append(mic)
+        if self.record:
+            self.sent.append(mic)
         frame = AudioFrame(
             turn=0, samples=mic, sample_rate_hz=LISTEN_RATE_HZ, pts_samples=self._pts, capture_time=time.monotonic()
         )
         self._pts += len(mic)
         if not self.session.audio_in.put_nowait(frame):
-            raise RuntimeError("the agent's input is full: the graph is not keeping up with real time")
+            raise PipelineError("the agent's input is full: the graph is not keeping up with real time")
         for event in self.session.events.drain_nowait():
-            self.events.append(event)
+            if self.record:
+                self.events.append(event)
             if self.on_event is not None:
                 self.on_event(event)
 

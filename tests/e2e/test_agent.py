@@ -120,7 +120,9 @@ async def test_a_spoken_question_gets_a_spoken_answer(agent_engines: AgentEngine
 async def test_a_real_interruption_stops_the_agent_and_the_history_keeps_only_what_was_heard(
     agent_engines: AgentEngines,
 ) -> None:
-    user = SpeakOverAgent(_question(STORY), [speech("Stop, tell me about the weather instead.")])
+    # 1.5 s in: with no echo path (a headset) AEC3 mutes the mic for the first ~1.1 s of
+    # a session's first reply, until the echo-path detector passes it through.
+    user = SpeakOverAgent(_question(STORY), [speech("Stop, tell me about the weather instead.")], delay_s=1.5)
     loop, session = await _converse(agent_engines, user)
 
     interrupted = _of(loop, "interrupted")
