@@ -8,7 +8,9 @@ with user audio synthesized by the packaged Piper voice.
    wall time of the first loud sample (|x| > 0.01) the agent played after it, measured
    here from the audio, not taken from the agent. ``breakdown_ms``: medians of the
    agent's own ``turn_latency`` spans (asr_final, endpoint, llm_first_token,
-   tts_first_audio, audio_out; each from the previous mark).
+   tts_first_audio, audio_out; each from the previous mark). ``audio_gap_ms``: replies
+   whose audio stopped for want of synthesized audio before they ended, and the longest
+   such silence (the agent's ``gap_ms``).
 2. **Barge-in** (``--bargeins B``): the agent is asked for a story; 1 s into its audio
    the user says something over it, cycling through a real interruption, a backchannel
    ("uh-huh", "yeah", "okay", "right", "sure") and a wordless noise burst.
@@ -154,6 +156,7 @@ async def run_turns(engines: AgentEngines, turns: int, *, echo: bool) -> dict[st
         for name, ms in event["breakdown_ms"].items():
             spans.setdefault(name, []).append(ms)
     answered = sum(e["type"] == "agent_done" and bool(e.get("text")) for e in loop.events)
+    gaps = [e.get("gap_ms", 0.0) for e in loop.events if e["type"] == "agent_done" and e.get("text")]
     prompts = [m for m in session.agent.conversation.messages()]
     return {
         "v2v_ms": _pct(v2v),
@@ -161,6 +164,7 @@ async def run_turns(engines: AgentEngines, turns: int, *, echo: bool) -> dict[st
         "agent_v2v_ms": _pct([e["v2v_ms"] for e in latencies if e["v2v_ms"] is not None]),
         "turns": turns,
         "answered": answered,
+        "audio_gap_ms": {"replies_with_gap": sum(g > 0 for g in gaps), "max": max(gaps, default=0.0)},
         "interrupted": sum(e["type"] == "interrupted" for e in loop.events),
         "paused": sum(e["type"] == "agent_paused" for e in loop.events),
         "discarded": sum(e["type"] == "reply_discarded" for e in loop.events),
@@ -307,7 +311,7 @@ async def main() -> None:
         barge = await run_bargeins(engines, args.bargeins, echo=False)
         result: dict[str, Any] = {
             "v2v_ms": turns["v2v_ms"], "breakdown_ms": turns["breakdown_ms"], "agent_v2v_ms": turns["agent_v2v_ms"],
-            "turns": args.turns, "answered": turns["answered"],
+            "turns": args.turns, "answered": turns["answered"], "audio_gap_ms": turns["audio_gap_ms"],
             "bargein_pause_ms": barge["bargein_pause_ms"], "backchannel_resumed": barge["backchannel_resumed"],
             "noise_resumed": barge["noise_resumed"], "interruptions_stopped": barge["interruptions_stopped"],
             "bargeins": barge["bargeins"],

@@ -19,8 +19,9 @@ taken for the end of the turn costs nothing but the discarded work).
 Everything the client should know goes out as events on an ``EventChannel``:
 ``user_partial``/``user_final``, ``user_turn``, ``agent_text`` (a clause as it
 starts playing), ``agent_paused``, ``agent_resumed`` (``reason``: backchannel or
-noise), ``interrupted`` (the words ``heard``; ``reason``: words or long_speech), ``reply_discarded``,
-``agent_done``, ``turn_latency`` (the waterfall of ``turn_latency.py``) and ``error``.
+noise), ``interrupted`` (the words ``heard``; ``reason``: words or long_speech),
+``reply_discarded``, ``agent_done`` (``gap_ms``: silence inside the reply for want of
+audio), ``turn_latency`` (the waterfall of ``turn_latency.py``) and ``error``.
 
 All methods run on the session's event loop; none blocks.
 """
@@ -81,6 +82,7 @@ class _Reply:
     generated: bool = False
     audio_started: bool = False
     text: str = ""
+    underrun_samples: int = 0
 
 
 class MediaClock:
@@ -360,8 +362,11 @@ class VoiceAgent:
             self.conversation.add_user(reply.turn.text)
             self.barge_in.agent_speaking(True)
             self.events.publish(reply.timeline.as_event())
-        if reply.generated and self.playout.queued_s == 0 and not self.playout.paused:
-            self._finish(reply)
+        if self.playout.queued_s == 0 and not self.playout.paused:
+            if reply.generated:
+                self._finish(reply)
+            elif reply.audio_started and not had_audio:
+                reply.underrun_samples += n_samples  # a gap: started, not done, nothing to play
         return frame
 
     def _finish(self, reply: _Reply) -> None:
@@ -372,4 +377,7 @@ class VoiceAgent:
             self.barge_in.agent_speaking(False)
         else:  # the reply had nothing to say
             self.conversation.add_user(reply.turn.text)
-        self.events.publish({"type": "agent_done", "reply": reply.id, "text": heard.text})
+        self.events.publish({
+            "type": "agent_done", "reply": reply.id, "text": heard.text,
+            "gap_ms": round(reply.underrun_samples * 1000 / self.playout.sample_rate_hz, 1),
+        })

@@ -532,3 +532,17 @@ async def test_a_long_conversation_keeps_the_system_prompt_and_stays_within_the_
     last = call.chat.asked[-1]
     assert last[0] == system() and last[-1] == user(f"Question number {turns - 1}, please?")
     assert all("number 0" not in m["content"] for m in last)
+
+
+async def test_a_reply_that_runs_dry_midway_reports_its_gap_and_a_flowing_one_none() -> None:
+    flowing = Call(FakeChat(["It is ten past five. ", "Anything else?"]))
+    await flowing.says("What time is it?")
+    assert (await flowing.until("agent_done"))["gap_ms"] == 0.0
+
+    stalled = Call(FakeChat(["It is ten past five. ", HOLD, "Anything else?"]))
+    await stalled.says("What time is it?")
+    await stalled.until("agent_text")
+    await stalled.step(60)  # the first clause has played out; the model is still thinking
+    stalled.chat.go.set()
+    done = await stalled.until("agent_done")
+    assert done["gap_ms"] >= 200.0
