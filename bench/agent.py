@@ -28,6 +28,8 @@ with user audio synthesized by the packaged Piper voice.
    ("I would like to book a table for ... two people tonight."), with the adaptive end
    of turn and with a fixed one (every final ends the turn): ``false_cutins`` counts
    replies that started playing before the user finished.
+   With ``--sessions N`` the turns phase also runs N sessions at once on the shared
+   engines (``concurrent``: v2v over all their turns, turns answered).
 5. **Drafting**: the agent's own turn prompts, generated greedily with and without
    prompt-lookup drafting on the same engine settings: ``spec_decode_speedup`` is the
    ratio of median tokens/s (with / without).
@@ -160,6 +162,7 @@ async def run_turns(engines: AgentEngines, turns: int, *, echo: bool) -> dict[st
     prompts = [m for m in session.agent.conversation.messages()]
     return {
         "v2v_ms": _pct(v2v),
+        "v2v_all": v2v,
         "breakdown_ms": {k: round(statistics.median(v), 1) for k, v in spans.items()},
         "agent_v2v_ms": _pct([e["v2v_ms"] for e in latencies if e["v2v_ms"] is not None]),
         "turns": turns,
@@ -298,6 +301,7 @@ async def main() -> None:
     parser.add_argument("--turns", type=int, default=8)
     parser.add_argument("--bargeins", type=int, default=9)
     parser.add_argument("--echo", action="store_true", help="also run with the simulated echo device")
+    parser.add_argument("--sessions", type=int, default=1, help="also run the turns phase with N sessions at once")
     parser.add_argument("--no-spec", action="store_true", help="skip the drafting comparison")
     parser.add_argument("--no-pauses", action="store_true", help="skip the mid-sentence pause phase")
     parser.add_argument("--pause-s", type=float, default=0.7, help="the thinking pause inside each paused utterance")
@@ -318,6 +322,15 @@ async def main() -> None:
         }
         if not args.json:
             print("user finals:", turns["user_finals"], file=sys.stderr)
+        if args.sessions > 1:
+            runs = await asyncio.gather(*(run_turns(engines, args.turns, echo=False) for _ in range(args.sessions)))
+            v2v_all: list[float] = []
+            for run in runs:
+                v2v_all += run["v2v_all"]
+            result["concurrent"] = {
+                "sessions": args.sessions, "v2v_ms": _pct(v2v_all),
+                "answered": sum(r["answered"] for r in runs), "turns": args.turns * args.sessions,
+            }
         if not args.no_pauses:
             result["mid_sentence_pause"] = {
                 "pause_ms": round(args.pause_s * 1000),
