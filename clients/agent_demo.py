@@ -25,7 +25,7 @@ from voxline.pipeline.recipes.agent import LISTEN_RATE_HZ, AgentEngines, build_a
 from .agent_runner import PacedAgentLoop, TurnTakingUser
 from .waterfall_plot import plot_waterfall
 
-DEFAULT_QUESTIONS = ("What is the capital of France?", "What language do people speak there?")
+DEFAULT_QUESTIONS = ("What is the capital of Italy?", "What language do people speak there?")
 
 
 @dataclass(slots=True)

@@ -35,8 +35,9 @@ def plot_waterfall(turns: Sequence[dict[str, Any]], path: str | Path, *, title: 
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.5 * max(1, len(turns))))
+    fig, ax = plt.subplots(figsize=(8, 1.8 + 0.5 * max(1, len(turns))))
     labelled: set[str] = set()
+    widest = 0.0
     for row, turn in enumerate(turns):
         left = 0.0
         for span, width in turn.get("breakdown_ms", {}).items():
@@ -44,6 +45,7 @@ def plot_waterfall(turns: Sequence[dict[str, Any]], path: str | Path, *, title: 
             labelled.add(span)
             ax.barh(row, width, left=left, color=SPAN_COLOURS.get(span, "#999999"), label=label, height=0.6)
             left += width
+        widest = max(widest, left)
         v2v = turn.get("v2v_ms")
         if v2v is not None:
             ax.text(left + 5, row, f"{v2v:.0f} ms", va="center", fontsize=9)
@@ -51,8 +53,9 @@ def plot_waterfall(turns: Sequence[dict[str, Any]], path: str | Path, *, title: 
     ax.invert_yaxis()
     ax.set_xlabel("ms after the end of the user's speech")
     ax.set_title(title, fontsize=10)
+    ax.set_xlim(0, max(widest, 1.0) * 1.15)  # room for the v2v labels
     if labelled:
-        ax.legend(loc="lower right", fontsize=8, ncol=3)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), fontsize=8, ncol=5, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
