@@ -1,0 +1,228 @@
+"""One WebRTC voice call with the agent (aiortc): audio both ways and an events channel.
+
+Groundwork for the WebRTC issue: the HTTP offer endpoint, the browser page and the
+admission limit build on ``AgentCall``.
+
+- **Outgoing audio**: ``agent_audio_track`` is the call's speaker. aiortc asks it for a
+  frame whenever it wants one; it answers on a real-time schedule (never faster), with
+  20 ms of 48 kHz mono s16 made from ``AgentSession.pull`` (silence when the agent is
+  quiet). What it pulls is what the echo canceller takes as reference and what the
+  agent counts as heard.
+- **Incoming audio**: a task owned by the call reads the peer's track, turns each frame
+  into a float32 mono ``AudioFrame`` and pushes it into the session's graph (which
+  resamples to 16 kHz). When the graph cannot keep up, the frame is dropped and
+  counted, never queued without bound.
+- **Events**: a task forwards the session's events as JSON text on the ``events``
+  data channel (the peer creates it; messages before it opens are dropped, counted).
+- **Life cycle**: ``close`` (idempotent) runs when the peer disconnects, ICE fails or
+  the data channel closes: the tasks are cancelled and awaited, the graph cancelled,
+  the peer connection closed; nothing of the call outlives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import soxr
+
+from voxline.pipeline.frames import AudioFrame
+from voxline.pipeline.recipes.agent import AgentSession
+
+log = logging.getLogger(__name__)
+FloatAudio = npt.NDArray[np.float32]
+
+WEBRTC_RATE_HZ = 48000
+FRAME_MS = 20
+FRAME_SAMPLES = WEBRTC_RATE_HZ * FRAME_MS // 1000
+
+
+def _aiortc() -> Any:
+    try:
+        import aiortc
+    except ImportError as exc:  # pragma: no cover - the webrtc extra is missing
+        from voxline.errors import VoxlineError
+
+        raise VoxlineError("WebRTC calls need aiortc: pip install 'voxline[webrtc]'") from exc
+    return aiortc
+
+
+def to_av_frame(samples: FloatAudio, pts: int) -> Any:
+    """A 48 kHz mono s16 ``av.AudioFrame`` of float32 ``samples`` in [-1, 1] at ``pts``."""
+    import av
+
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").reshape(1, -1)
+    frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+    frame.sample_rate = WEBRTC_RATE_HZ
+    frame.pts = pts
+    frame.time_base = fractions.Fraction(1, WEBRTC_RATE_HZ)
+    return frame
+
+
+def from_av_frame(frame: Any) -> tuple[FloatAudio, int]:
+    """Float32 mono samples and the rate of a decoded ``av.AudioFrame`` (any layout, s16 or float)."""
+    data = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if frame.format.is_planar:
+        data = data.reshape(channels, -1).mean(axis=0)
+    else:
+        data = data.reshape(-1, channels).mean(axis=1)
+    if np.issubdtype(data.dtype, np.integer) or frame.format.name.startswith("s16"):
+        data = data / 32768.0
+    return np.ascontiguousarray(data, dtype=np.float32), int(frame.sample_rate)
+
+
+def agent_audio_track(session: AgentSession) -> Any:
+    """A live ``aiortc.MediaStreamTrack`` (kind audio) playing ``session``'s agent in real time."""
+    return _track_class()(session)
+
+
+_TRACK_CLASS: Any = None
+
+
+def _track_class() -> Any:
+    global _TRACK_CLASS
+    if _TRACK_CLASS is not None:
+        return _TRACK_CLASS
+    aiortc = _aiortc()
+
+    class _AgentTrack(aiortc.MediaStreamTrack):  # type: ignore[name-defined]
+        kind = "audio"
+
+        def __init__(self, session: AgentSession) -> None:
+            super().__init__()
+            self.session = session
+            self._to_48k = soxr.ResampleStream(session.output_rate_hz, WEBRTC_RATE_HZ, 1, dtype="float32")
+            self._pending = np.zeros(0, dtype=np.float32)
+            self._pull_samples = session.output_rate_hz * FRAME_MS // 1000
+            self._start: float | None = None
+            self._pts = 0
+
+        async def recv(self) -> Any:
+            if self.readyState != "live":
+                raise aiortc.mediastreams.MediaStreamError
+            if self._start is None:
+                self._start = time.monotonic()
+            else:
+                delay = self._start + self._pts / WEBRTC_RATE_HZ - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                elif -delay > 0.1:  # stalled: restart the schedule rather than burst
+                    self._start = time.monotonic() - self._pts / WEBRTC_RATE_HZ
+            while len(self._pending) < FRAME_SAMPLES:
+                played = self.session.pull(self._pull_samples)
+                out = self._to_48k.resample_chunk(played)
+                if len(out) == 0:  # the resampler's start-up delay: fill with silence
+                    out = np.zeros(FRAME_SAMPLES, dtype=np.float32)
+                self._pending = np.concatenate([self._pending, out])
+            samples, self._pending = self._pending[:FRAME_SAMPLES], self._pending[FRAME_SAMPLES:]
+            frame = to_av_frame(samples, self._pts)
+            self._pts += FRAME_SAMPLES
+            return frame
+
+    _TRACK_CLASS = _AgentTrack
+    return _TRACK_CLASS
+
+
+class AgentCall:
+    """One peer connection bound to one ``AgentSession``; owns its tasks; ``close`` ends it all."""
+
+    def __init__(self, session: AgentSession) -> None:
+        aiortc = _aiortc()
+        self.session = session
+        self.pc = aiortc.RTCPeerConnection()
+        self.track = agent_audio_track(session)
+        self.pc.addTrack(self.track)
+        self.channel: Any = None
+        self.frames_in = 0
+        self.frames_dropped = 0
+        self.events_dropped = 0
+        self.closed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._pts_in = 0
+
+        @self.pc.on("track")
+        def on_track(track: Any) -> None:
+            if track.kind == "audio":
+                self._own(self._receive(track), "receive")
+
+        @self.pc.on("datachannel")
+        def on_datachannel(channel: Any) -> None:
+            self.channel = channel
+
+            @channel.on("close")
+            def on_close() -> None:
+                self._own(self.close(), "close")
+
+        @self.pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if self.pc.connectionState in ("failed", "closed", "disconnected"):
+                self._own(self.close(), "close")
+
+    def _own(self, coroutine: Any, name: str) -> None:
+        if self._closing and name != "close":
+            coroutine.close()
+            return
+        task = asyncio.create_task(coroutine, name=f"voxline-call-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def answer(self, sdp: str, kind: str = "offer") -> dict[str, str]:
+        """Take the peer's offer; start the session; return the answer (``sdp``, ``type``)."""
+        aiortc = _aiortc()
+        await self.session.graph.start()
+        self._own(self._forward_events(), "events")
+        await self.pc.setRemoteDescription(aiortc.RTCSessionDescription(sdp=sdp, type=kind))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return {"sdp": self.pc.localDescription.sdp, "type": self.pc.localDescription.type}
+
+    async def _receive(self, track: Any) -> None:
+        aiortc = _aiortc()
+        while True:
+            try:
+                frame = await track.recv()
+            except aiortc.mediastreams.MediaStreamError:
+                self._own(self.close(), "close")
+                return
+            samples, rate = from_av_frame(frame)
+            audio = AudioFrame(
+                turn=0, samples=samples, sample_rate_hz=rate, pts_samples=self._pts_in, capture_time=time.monotonic()
+            )
+            self._pts_in += len(samples)
+            self.frames_in += 1
+            if not self.session.audio_in.put_nowait(audio):
+                self.frames_dropped += 1
+
+    async def _forward_events(self) -> None:
+        async for event in self.session.events:
+            channel = self.channel
+            if channel is None or channel.readyState != "open":
+                self.events_dropped += 1
+                continue
+            channel.send(json.dumps(event))
+
+    async def close(self) -> None:
+        """End the call: stop its tasks, cancel the graph, close the connection. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        others = [t for t in self._tasks if t is not current]
+        if others:
+            await asyncio.wait(others, timeout=5.0)
+        await self.session.graph.cancel()
+        self.track.stop()
+        with contextlib.suppress(Exception):  # aiortc may raise on a transport already gone
+            await self.pc.close()
+        self.closed.set()
