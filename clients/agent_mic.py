@@ -28,6 +28,7 @@ import numpy.typing as npt
 from voxline.config import Config
 from voxline.errors import VoxlineError
 from voxline.pipeline.recipes.agent import LISTEN_RATE_HZ, AgentEngines, build_agent_session
+from voxline.pipeline.sample_fifo import SampleFifo
 
 from .agent_demo import event_printer
 from .agent_runner import PacedAgentLoop
@@ -36,38 +37,32 @@ FloatAudio = npt.NDArray[np.float32]
 
 
 class SampleRing:
-    """A thread-safe FIFO of float32 samples holding at most ``max_s`` seconds (oldest dropped)."""
+    """A thread-safe ``SampleFifo`` holding at most ``max_s`` seconds (oldest dropped)."""
 
     def __init__(self, sample_rate_hz: int, max_s: float = 0.5) -> None:
-        self.capacity = int(sample_rate_hz * max_s)
-        self._buffer = np.zeros(0, dtype=np.float32)
+        self._fifo = SampleFifo(int(sample_rate_hz * max_s))
         self._lock = threading.Lock()
-        self.dropped = 0
         self.underruns = 0
 
     def __len__(self) -> int:
-        return len(self._buffer)
+        return len(self._fifo)
+
+    @property
+    def dropped(self) -> int:
+        """Samples dropped because the reader fell behind."""
+        return self._fifo.dropped
 
     def write(self, samples: FloatAudio) -> None:
         """Append ``samples``; past capacity the oldest are dropped (and counted)."""
         with self._lock:
-            buffer = np.concatenate([self._buffer, np.asarray(samples, dtype=np.float32).reshape(-1)])
-            excess = len(buffer) - self.capacity
-            if excess > 0:
-                buffer = buffer[excess:]
-                self.dropped += excess
-            self._buffer = buffer
+            self._fifo.write(samples)
 
     def read(self, n_samples: int) -> FloatAudio:
         """Exactly ``n_samples``: what is buffered, then silence (an underrun, counted)."""
         with self._lock:
-            out = np.zeros(n_samples, dtype=np.float32)
-            take = min(n_samples, len(self._buffer))
-            out[:take] = self._buffer[:take]
-            self._buffer = self._buffer[take:]
-            if take < n_samples:
+            if len(self._fifo) < n_samples:
                 self.underruns += 1
-            return out
+            return self._fifo.read(n_samples)
 
 
 class MicSource:

@@ -35,6 +35,7 @@ import soxr
 from voxline.errors import PipelineError
 from voxline.pipeline.frames import AudioFrame, ControlFrame, ControlKind
 from voxline.pipeline.recipes.agent import LISTEN_RATE_HZ, AgentSession
+from voxline.pipeline.sample_fifo import SampleFifo
 
 FloatAudio = npt.NDArray[np.float32]
 
@@ -101,7 +102,7 @@ class PacedAgentLoop:
     ticks: int = 0
     _pts: int = 0
     _to_16k: Any = None
-    _played_16k: FloatAudio = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    _played_16k: SampleFifo = field(default_factory=SampleFifo)
 
     @property
     def media_s(self) -> float:
@@ -150,11 +151,9 @@ class PacedAgentLoop:
             self.on_played(played)
         mic = self.source(n_in, self)
         if self.echo_device is not None:
-            self._played_16k = np.concatenate([self._played_16k, self._to_16k.resample_chunk(played)])
-            if len(self._played_16k) < n_in:  # the resampler's start-up delay
-                self._played_16k = np.concatenate([np.zeros(n_in - len(self._played_16k), np.float32), self._played_16k])
-            self.echo_device.play(self._played_16k[:n_in])
-            self._played_16k = self._played_16k[n_in:]
+            # The resampler's output varies by a sample or two a frame; silence pads its start.
+            self._played_16k.write(self._to_16k.resample_chunk(played))
+            self.echo_device.play(self._played_16k.read(n_in))
             mic = self.echo_device.capture(mic)
         if self.record:
             self.sent.append(mic)

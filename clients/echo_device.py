@@ -26,10 +26,10 @@ Typical use, one 20 ms frame per tick::
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 import numpy.typing as npt
+
+from voxline.pipeline.sample_fifo import SampleFifo
 
 __all__ = ["MAX_DELAY_MS", "MAX_QUEUED_MS", "SAMPLE_RATE_HZ", "EchoDevice"]
 
@@ -86,8 +86,7 @@ class EchoDevice:
         self.delay_ms = delay_ms
         self.gain = gain
         self._history = np.zeros(max(lag for lag, _ in self.taps), dtype=np.float32)
-        self._queued: deque[FloatAudio] = deque()
-        self._queued_samples = 0
+        self._queued = SampleFifo()
         self._noise_rms = 0.0 if noise_dbfs is None else 10 ** (noise_dbfs / 20)
         self._rng = rng
         self.last_echo = np.zeros(0, dtype=np.float32)
@@ -96,7 +95,7 @@ class EchoDevice:
     @property
     def queued_samples(self) -> int:
         """Samples handed to ``play`` that the loudspeaker has not played yet."""
-        return self._queued_samples
+        return len(self._queued)
 
     def play(self, samples: npt.ArrayLike) -> None:
         """Queue audio for the loudspeaker (16 kHz mono float32).
@@ -105,26 +104,12 @@ class EchoDevice:
             ValueError: more than ``MAX_QUEUED_MS`` would be queued.
         """
         audio = _mono(samples, "played")
-        if self._queued_samples + len(audio) > MAX_QUEUED_MS * SAMPLE_RATE_HZ // 1000:
+        if len(self._queued) + len(audio) > MAX_QUEUED_MS * SAMPLE_RATE_HZ // 1000:
             raise ValueError(f"the echo device queues at most {MAX_QUEUED_MS} ms ahead of playout")
-        if len(audio):
-            self._queued.append(audio.copy())
-            self._queued_samples += len(audio)
+        self._queued.write(audio)
 
     def _speaker(self, n: int) -> FloatAudio:
-        out = np.zeros(n, dtype=np.float32)
-        filled = 0
-        while filled < n and self._queued:
-            head = self._queued[0]
-            take = min(len(head), n - filled)
-            out[filled : filled + take] = head[:take]
-            filled += take
-            if take == len(head):
-                self._queued.popleft()
-            else:
-                self._queued[0] = head[take:]
-        self._queued_samples -= filled
-        return out
+        return self._queued.read(n)
 
     def capture(self, user: npt.ArrayLike) -> FloatAudio:
         """What the microphone hears while the user says ``user``; the same length."""

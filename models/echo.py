@@ -68,7 +68,6 @@ build requirements; a C++17 compiler must be installed), about 2.5 minutes here.
 from __future__ import annotations
 
 import time
-from collections import deque
 from typing import Any
 
 import numpy as np
@@ -76,6 +75,7 @@ import numpy.typing as npt
 
 from voxline.errors import EngineError
 from voxline.models.echo_coupling import EchoCouplingDetector
+from voxline.pipeline.sample_fifo import SampleFifo
 
 __all__ = [
     "AEC_ALGORITHMIC_DELAY_SAMPLES",
@@ -176,8 +176,7 @@ class EchoCanceller:
         """Frames passed through unprocessed because no echo path was found."""
         self.stream_delay_ms = stream_delay_ms
         self.max_reference_samples = max_reference_ms * AEC_SAMPLE_RATE_HZ // 1000
-        self._reference: deque[FloatAudio] = deque()
-        self._reference_samples = 0
+        self._reference = SampleFifo(self.max_reference_samples)
         self._mic = np.zeros(0, dtype=np.float32)
         self.frames_processed = 0
         """Near-end 10 ms frames processed so far."""
@@ -198,7 +197,7 @@ class EchoCanceller:
     @property
     def queued_reference_samples(self) -> int:
         """Far-end samples waiting to be fed."""
-        return self._reference_samples
+        return len(self._reference)
 
     @property
     def pending_samples(self) -> int:
@@ -211,31 +210,13 @@ class EchoCanceller:
         See the module docstring for when to call it. Past ``max_reference_ms`` the
         oldest queued samples are dropped (counted in ``reference_dropped_samples``).
         """
-        audio = _mono(samples, "reference")
-        if len(audio) == 0:
-            return
-        if len(audio) > self.max_reference_samples:
-            self.reference_dropped_samples += len(audio) - self.max_reference_samples
-            audio = audio[-self.max_reference_samples :]
-        self._reference.append(audio.copy())
-        self._reference_samples += len(audio)
-        excess = self._reference_samples - self.max_reference_samples
-        while excess > 0:
-            head = self._reference[0]
-            if len(head) <= excess:
-                self._reference.popleft()
-                taken = len(head)
-            else:
-                self._reference[0] = head[excess:]
-                taken = excess
-            excess -= taken
-            self._reference_samples -= taken
-            self.reference_dropped_samples += taken
+        fifo = self._reference
+        fifo.write(_mono(samples, "reference"))
+        self.reference_dropped_samples = fifo.dropped
 
     def clear_reference(self) -> None:
         """Drop the queued far-end audio (it was added but will not be played)."""
         self._reference.clear()
-        self._reference_samples = 0
 
     def process(self, samples: npt.ArrayLike) -> FloatAudio:
         """Cancel echo in microphone audio (16 kHz mono float32, any length).
@@ -271,22 +252,10 @@ class EchoCanceller:
         return self.process(padded)[:pending]
 
     def _next_reference_pcm(self) -> bytes:
-        if self._reference_samples == 0:
+        if not len(self._reference):
             return _SILENCE_PCM
-        frame = np.zeros(AEC_FRAME_SAMPLES, dtype=np.float32)
-        filled = 0
-        while filled < AEC_FRAME_SAMPLES and self._reference:
-            head = self._reference[0]
-            take = min(len(head), AEC_FRAME_SAMPLES - filled)
-            frame[filled : filled + take] = head[:take]
-            filled += take
-            if take == len(head):
-                self._reference.popleft()
-            else:
-                self._reference[0] = head[take:]
-        self._reference_samples -= filled
         self.reference_frames_used += 1
-        return _to_pcm16(frame)
+        return _to_pcm16(self._reference.read(AEC_FRAME_SAMPLES))
 
     def _process_frame(self, mic_pcm: bytes) -> bytes:
         processor = self._processor

@@ -35,6 +35,7 @@ import soxr
 
 from voxline.pipeline.frames import AudioFrame
 from voxline.pipeline.recipes.agent import AgentSession
+from voxline.pipeline.sample_fifo import SampleFifo
 
 log = logging.getLogger(__name__)
 FloatAudio = npt.NDArray[np.float32]
@@ -100,7 +101,7 @@ def _track_class() -> Any:
             super().__init__()
             self.session = session
             self._to_48k = soxr.ResampleStream(session.output_rate_hz, WEBRTC_RATE_HZ, 1, dtype="float32")
-            self._pending = np.zeros(0, dtype=np.float32)
+            self._pending = SampleFifo()
             self._pull_samples = session.output_rate_hz * FRAME_MS // 1000
             self._start: float | None = None
             self._pts = 0
@@ -116,14 +117,10 @@ def _track_class() -> Any:
                     await asyncio.sleep(delay)
                 elif -delay > 0.1:  # stalled: restart the schedule rather than burst
                     self._start = time.monotonic() - self._pts / WEBRTC_RATE_HZ
-            while len(self._pending) < FRAME_SAMPLES:
-                played = self.session.pull(self._pull_samples)
-                out = self._to_48k.resample_chunk(played)
-                if len(out) == 0:  # the resampler's start-up delay: fill with silence
-                    out = np.zeros(FRAME_SAMPLES, dtype=np.float32)
-                self._pending = np.concatenate([self._pending, out])
-            samples, self._pending = self._pending[:FRAME_SAMPLES], self._pending[FRAME_SAMPLES:]
-            frame = to_av_frame(samples, self._pts)
+            # One pull per frame keeps the agent's clock; the resampler's uneven output
+            # (and its start-up delay, read as silence) evens out in the FIFO.
+            self._pending.write(self._to_48k.resample_chunk(self.session.pull(self._pull_samples)))
+            frame = to_av_frame(self._pending.read(FRAME_SAMPLES), self._pts)
             self._pts += FRAME_SAMPLES
             return frame
 

@@ -14,6 +14,7 @@ import pytest
 import uvicorn
 
 from voxline.config import Config, ServerConfig, load_config
+from voxline.pipeline.recipes.agent import AgentEngines
 from voxline.pipeline.recipes.captioner import CaptionEngines
 from voxline.stream.app import create_app, uvicorn_config
 
@@ -25,6 +26,31 @@ def caption_engines() -> Iterator[CaptionEngines]:
     engines = asyncio.run(CaptionEngines.load(config.asr, config.vad))
     yield engines
     asyncio.run(engines.close())
+
+
+@pytest.fixture(scope="module")
+def agent_engines(caption_engines: CaptionEngines) -> Iterator[AgentEngines]:
+    """The embedded LLM and Piper beside the shared caption engines (replies kept short)."""
+    from voxline.models.tts import PiperEngine
+    from voxline.pipeline.recipes.agent import load_chat_engine
+
+    config = load_config(env={}, overrides={"agent": {"max_reply_tokens": 40}})
+
+    async def load() -> AgentEngines:
+        llm = load_chat_engine(config)
+        await llm.start()
+        tts = PiperEngine()
+        await tts.start()
+        return AgentEngines(captions=caption_engines, llm=llm, tts=tts, config=config)
+
+    engines = asyncio.run(load())
+    yield engines
+
+    async def close() -> None:
+        await engines.tts.close()
+        await engines.llm.close()
+
+    asyncio.run(close())
 
 
 def free_port() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -66,30 +67,28 @@ def test_audio_clip_and_turn_taking_user_pad_with_silence() -> None:
     assert not user.done
 
 
-def test_open_devices_without_portaudio_is_a_clear_error() -> None:
-    try:
-        import sounddevice  # noqa: F401
-    except OSError:
-        with pytest.raises(VoxlineError, match="PortAudio"):
-            open_devices(SampleRing(16000), SampleRing(22050), 22050, 20)
-    else:
-        pytest.skip("PortAudio is installed here: the device path is exercised by hand")
+# A stand-in for sounddevice on a machine without PortAudio (what its import raises there).
+NO_PORTAUDIO = "raise OSError('PortAudio library not found')\n"
 
 
-def test_voxline_mic_without_audio_devices_exits_with_a_clear_message() -> None:
-    try:
-        import sounddevice
+def test_open_devices_without_portaudio_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "sounddevice.py").write_text(NO_PORTAUDIO)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
+    with pytest.raises(VoxlineError, match="PortAudio"):
+        open_devices(SampleRing(16000), SampleRing(22050), 22050, 20)
 
-        if sounddevice.query_devices():
-            pytest.skip("this machine has audio devices")
-    except OSError:
-        pass
+
+def test_voxline_mic_without_portaudio_exits_with_a_clear_message_before_loading_models(tmp_path: Path) -> None:
+    (tmp_path / "sounddevice.py").write_text(NO_PORTAUDIO)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
         [sys.executable, "-m", "voxline.cli", "mic"], capture_output=True, text=True, timeout=120,
-        stdin=subprocess.DEVNULL, check=False,
+        stdin=subprocess.DEVNULL, check=False, env=env,
     )
     assert done.returncode == 2
-    assert "voxline:" in done.stderr and ("PortAudio" in done.stderr or "audio devices" in done.stderr)
+    assert "voxline:" in done.stderr and "PortAudio" in done.stderr
+    assert "llama_context" not in done.stderr  # it failed before loading the LLM
 
 
 def test_waterfall_png_has_one_row_per_turn(tmp_path: Path) -> None:

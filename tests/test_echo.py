@@ -23,10 +23,6 @@ from voxline.pipeline.graph import Graph
 from voxline.pipeline.recipes.captioner import CaptionEngines
 from voxline.pipeline.stages.echo_cancel import EchoCancelStage
 
-needs_aec = pytest.mark.skipif(
-    not EchoCanceller.available(), reason="needs aec-audio-processing (pip install aec-audio-processing)"
-)
-
 FRAME = 320  # 20 ms, the pipeline's frame
 DELAYS_MS = [50, 120, 250]
 MIN_ERLE_DB = 25.0  # measured 31.3 / 31.3 / 35.8 dB at 50 / 120 / 250 ms; the -60 dBFS noise caps it near 35
@@ -84,7 +80,6 @@ def erle_db(conv: Conversation) -> float:
 # -- the canceller -----------------------------------------------------------------------
 
 
-@needs_aec
 @pytest.mark.parametrize("delay_ms", DELAYS_MS)
 def test_the_agents_own_voice_is_removed_from_the_microphone(delay_ms: int) -> None:
     conv = converse(delay_ms)
@@ -93,12 +88,10 @@ def test_the_agents_own_voice_is_removed_from_the_microphone(delay_ms: int) -> N
     assert erle_db(conv) > MIN_ERLE_DB
 
 
-@needs_aec
 def test_a_reference_that_arrives_20_ms_after_its_microphone_audio_is_still_cancelled() -> None:
     assert erle_db(converse(120, reference_late=True)) > MIN_ERLE_DB
 
 
-@needs_aec
 @pytest.mark.parametrize("delay_ms", DELAYS_MS)
 async def test_the_user_talking_over_the_agent_is_still_understood(
     delay_ms: int, caption_engines: CaptionEngines
@@ -120,7 +113,6 @@ async def test_the_user_talking_over_the_agent_is_still_understood(
     assert errors_raw >= errors_cleaned + 3  # the echo alone ruins it (measured 7 / 8 / 6 errors)
 
 
-@needs_aec
 def test_speech_without_any_reference_passes_through_unchanged_but_for_8_ms() -> None:
     user = speech(COFFEE)
     user = user[: len(user) - len(user) % FRAME]
@@ -133,7 +125,6 @@ def test_speech_without_any_reference_passes_through_unchanged_but_for_8_ms() ->
     assert canceller.reference_frames_used == 0
 
 
-@needs_aec
 def test_microphone_audio_of_any_chunk_size_comes_back_whole_within_10_ms() -> None:
     audio = white_noise(1.0, rms=0.05)
     canceller = EchoCanceller()
@@ -150,7 +141,6 @@ def test_microphone_audio_of_any_chunk_size_comes_back_whole_within_10_ms() -> N
     assert canceller.pending_samples == 0
 
 
-@needs_aec
 def test_the_reference_queue_holds_one_second_and_drops_the_oldest() -> None:
     canceller = EchoCanceller(max_reference_ms=1000)
     for _ in range(3):
@@ -219,7 +209,6 @@ def audio_frames(audio: np.ndarray, sizes: list[int]) -> list[AudioFrame]:
     return frames
 
 
-@needs_aec
 async def test_the_stage_keeps_every_frames_pts_and_length_and_forwards_control_frames() -> None:
     audio = white_noise(0.4, rms=0.05)
     frames: list[Frame] = list(audio_frames(audio, [FRAME] * 20))
@@ -240,7 +229,6 @@ async def test_the_stage_keeps_every_frames_pts_and_length_and_forwards_control_
     np.testing.assert_array_equal(np.concatenate([f.samples for f in got_audio]), expected)
 
 
-@needs_aec
 async def test_frames_that_are_not_whole_10_ms_run_one_10_ms_frame_late() -> None:
     sizes = [FRAME, FRAME, 250, 250, 512, 100, FRAME]
     audio = white_noise(sum(sizes) / SAMPLE_RATE_HZ, rms=0.05)
@@ -254,7 +242,6 @@ async def test_frames_that_are_not_whole_10_ms_run_one_10_ms_frame_late() -> Non
     assert tail.pts_samples == sum(sizes) and len(tail.samples) == AEC_FRAME_SAMPLES
 
 
-@needs_aec
 async def test_audio_that_is_not_16_khz_is_refused_with_a_clear_error() -> None:
     stage = EchoCancelStage(EchoCanceller())
     frame = AudioFrame(turn=0, samples=np.zeros(960, np.float32), sample_rate_hz=48000, pts_samples=0)
@@ -264,7 +251,6 @@ async def test_audio_that_is_not_16_khz_is_refused_with_a_clear_error() -> None:
         stage.add_reference(np.zeros(480, np.float32), sample_rate_hz=24000)
 
 
-@needs_aec
 def test_headphones_user_over_the_first_reply_is_kept() -> None:
     """No echo path (headphones): AEC3's start-up suppression must not eat the user's barge-in."""
     from voxline.models.echo import EchoCanceller

@@ -14,8 +14,6 @@ import pytest_asyncio
 from voxline.errors import EngineError
 from voxline.models.tts import PiperEngine
 
-pytest.importorskip("piper")
-
 LONG_TEXT = " ".join(f"This is sentence number {i} of a long answer." for i in range(40))
 
 

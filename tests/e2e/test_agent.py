@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,42 +23,16 @@ import soundfile
 from tests.speech_fixtures import normalize, silence, speech, word_errors
 from voxline.clients.agent_runner import PacedAgentLoop, SpeakOverAgent, TurnTakingUser
 from voxline.clients.echo_device import EchoDevice
-from voxline.config import load_config
-from voxline.models.tts import PiperEngine
 from voxline.pipeline.recipes.agent import (
     AgentEngines,
     AgentSession,
     build_agent_session,
-    load_chat_engine,
 )
-from voxline.pipeline.recipes.captioner import CaptionEngines
 
 pytestmark = pytest.mark.slow
 
 QUESTION = "How many legs does a spider have?"
 STORY = "Tell me a long story about a brave knight and a dragon."
-
-
-@pytest.fixture(scope="module")
-def agent_engines(caption_engines: CaptionEngines) -> Iterator[AgentEngines]:
-    """The LLM and TTS engines beside the session's shared caption engines."""
-    config = load_config(env={}, overrides={"agent": {"max_reply_tokens": 40}})
-
-    async def load() -> AgentEngines:
-        llm = load_chat_engine(config)
-        await llm.start()
-        tts = PiperEngine(cpu_threads=1)
-        await tts.start()
-        return AgentEngines(captions=caption_engines, llm=llm, tts=tts, config=config)
-
-    engines = asyncio.run(load())
-    yield engines
-
-    async def close() -> None:
-        await engines.tts.close()
-        await engines.llm.close()
-
-    asyncio.run(close())
 
 
 def _question(text: str) -> np.ndarray:

@@ -6,21 +6,16 @@ import asyncio
 import fractions
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
+import aiortc
 import numpy as np
 import pytest
 import soxr
 
 from tests.speech_fixtures import silence, speech
-from voxline.config import load_config
-from voxline.models.tts import PiperEngine
-from voxline.pipeline.recipes.agent import AgentEngines, build_agent_session, load_chat_engine
-from voxline.pipeline.recipes.captioner import CaptionEngines
-
-aiortc = pytest.importorskip("aiortc")
-from voxline.stream.webrtc_call import (  # noqa: E402
+from voxline.pipeline.recipes.agent import AgentEngines, build_agent_session
+from voxline.stream.webrtc_call import (
     FRAME_SAMPLES,
     WEBRTC_RATE_HZ,
     AgentCall,
@@ -29,27 +24,6 @@ from voxline.stream.webrtc_call import (  # noqa: E402
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def agent_engines(caption_engines: CaptionEngines) -> Iterator[AgentEngines]:
-    config = load_config(env={}, overrides={"agent": {"max_reply_tokens": 32}})
-
-    async def load() -> AgentEngines:
-        llm = load_chat_engine(config)
-        await llm.start()
-        tts = PiperEngine()
-        await tts.start()
-        return AgentEngines(captions=caption_engines, llm=llm, tts=tts, config=config)
-
-    engines = asyncio.run(load())
-    yield engines
-
-    async def close() -> None:
-        await engines.tts.close()
-        await engines.llm.close()
-
-    asyncio.run(close())
 
 
 class SpokenTrack(aiortc.MediaStreamTrack):  # type: ignore[misc]
