@@ -1,7 +1,11 @@
 """``voxline mic``: talk to the agent through this computer's microphone and speakers.
 
-The agent runs in this process; ``PacedAgentLoop`` paces it every 20 ms. PortAudio's
-threads meet the loop through two small thread-safe buffers:
+Without ``--url`` the agent runs in this process; ``PacedAgentLoop`` paces it every
+20 ms. With ``--url`` (``run_mic_call``) the agent runs on a voxline server and this
+process is a WebRTC peer (``CallClient``): the microphone goes out at 48 kHz, the
+agent's audio comes back at 48 kHz, and echo is removed on the server, whose
+reference is what it sent. Either way PortAudio's threads meet asyncio through two
+small thread-safe buffers:
 
 - ``SampleRing`` for the microphone: the input callback appends, the loop takes
   exactly one frame per tick (silence on an underrun, the oldest audio dropped when
@@ -17,6 +21,7 @@ the speaker, removes it. Headphones work too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import threading
@@ -87,7 +92,9 @@ def _sounddevice() -> Any:
     return sounddevice
 
 
-def open_devices(mic: SampleRing, speaker: SampleRing, speaker_rate_hz: int, frame_ms: int) -> tuple[Any, Any]:
+def open_devices(
+    mic: SampleRing, speaker: SampleRing, speaker_rate_hz: int, frame_ms: int, mic_rate_hz: int = LISTEN_RATE_HZ
+) -> tuple[Any, Any]:
     """Open (not start) the PortAudio input and output streams feeding/draining the rings."""
     sounddevice = _sounddevice()
 
@@ -99,8 +106,8 @@ def open_devices(mic: SampleRing, speaker: SampleRing, speaker_rate_hz: int, fra
 
     try:
         source = sounddevice.InputStream(
-            samplerate=LISTEN_RATE_HZ, channels=1, dtype="float32", latency="low",
-            blocksize=LISTEN_RATE_HZ * frame_ms // 1000, callback=captured,
+            samplerate=mic_rate_hz, channels=1, dtype="float32", latency="low",
+            blocksize=mic_rate_hz * frame_ms // 1000, callback=captured,
         )
         sink = sounddevice.OutputStream(
             samplerate=speaker_rate_hz, channels=1, dtype="float32", latency="low",
@@ -151,4 +158,40 @@ async def run_mic(config: Config, *, out: TextIO = sys.stdout, frame_ms: int = 2
             await session.graph.cancel()
     finally:
         await engines.close()
+    return 0
+
+
+async def run_mic_call(url: str, *, out: TextIO = sys.stdout, frame_ms: int = 20) -> int:
+    """Converse with the agent of the voxline server at ``url`` over WebRTC until Ctrl-C or hang-up."""
+    _sounddevice()  # fail before connecting
+    from voxline.stream.webrtc_call import WEBRTC_RATE_HZ
+
+    from .webrtc_client import CallClient
+
+    mic = SampleRing(WEBRTC_RATE_HZ, max_s=0.1)
+    # Network audio arrives in bursts the jitter buffer let through: a little more room
+    # than the local speaker ring, still bounded so a stall cannot add delay for good.
+    speaker = SampleRing(WEBRTC_RATE_HZ, max_s=0.2)
+    source, sink = open_devices(mic, speaker, WEBRTC_RATE_HZ, frame_ms, mic_rate_hz=WEBRTC_RATE_HZ)
+    client = CallClient(url, mic.read, on_audio=speaker.write)
+    show = event_printer(out)
+    stop = asyncio.Event()
+    _stop_on_ctrl_c(stop)
+
+    async def print_events() -> None:
+        async for event in client.events():
+            show(event)
+        stop.set()  # the server hung up
+
+    printer = asyncio.create_task(print_events(), name="voxline-mic-events")
+    try:
+        await client.connect()
+        print(f"talking to {url}; Ctrl-C to stop", file=sys.stderr)
+        with source, sink:
+            await stop.wait()
+    finally:
+        await client.close()
+        printer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await printer
     return 0

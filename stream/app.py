@@ -1,30 +1,40 @@
-"""The HTTP + WebSocket application: ``/healthz``, ``/metrics``, ``/v1/captions``.
+"""The HTTP + WebSocket application.
+
+Routes: ``/`` (the browser call page, ``clients/web``), ``/healthz``, ``/metrics``,
+``/v1/captions`` (WebSocket captions), ``POST /v1/webrtc/offer`` (voice calls).
 
 ``create_app(config)`` returns a Starlette app whose lifespan loads the shared engines
-once (or uses ``engines`` passed in, e.g. by tests) and releases them at shutdown.
-``serve(config)`` runs it on uvicorn.
+once (or uses ``engines`` / ``agent_engines`` passed in, e.g. by tests) and releases
+them at shutdown. ``serve(config)`` runs it on uvicorn.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 
 from voxline import __version__
 from voxline.config import Config
 from voxline.pipeline.recipes.captioner import CaptionEngines
 
+from .calls import CallOffer, CallRefused, CallService
 from .captions_ws import captions_endpoint
 from .metrics_http import metrics_registry, render_metrics
 from .service import CaptionService
 
+WEB_PAGE_DIR = Path(__file__).resolve().parent.parent / "clients" / "web"
+MAX_OFFER_BYTES = 64 * 1024
 WS_HARD_LIMIT_FACTOR = 4
 """uvicorn drops messages past this multiple of the protocol limit outright (close 1009);
 below it, oversized messages get voxline's own error event."""
@@ -33,6 +43,7 @@ below it, oversized messages get voxline's own error event."""
 async def healthz(request: Request) -> JSONResponse:
     """Liveness and load: status, version, sessions, uptime."""
     service: CaptionService = request.app.state.service
+    calls: CallService = request.app.state.calls
     return JSONResponse(
         {
             "status": "ok",
@@ -40,9 +51,32 @@ async def healthz(request: Request) -> JSONResponse:
             "sessions": service.active_sessions,
             "graphs": service.metrics.live_graphs,
             "max_sessions": service.config.server.max_sessions,
+            "calls": calls.active_calls,
+            "max_calls": service.config.server.max_calls,
+            "calls_available": calls.engines is not None,
             "uptime_s": round(time.monotonic() - service.started_at, 1),
         }
     )
+
+
+async def webrtc_offer(request: Request) -> JSONResponse:
+    """``POST /v1/webrtc/offer``: start a voice call; the answer, or a clear refusal."""
+    calls: CallService = request.app.state.calls
+    try:
+        body = await request.body()
+        if len(body) > MAX_OFFER_BYTES:
+            raise CallRefused(413, "bad_offer", f"the offer is over {MAX_OFFER_BYTES} bytes")
+        try:
+            decoded: Any = json.loads(body)
+        except ValueError as exc:
+            raise CallRefused(400, "bad_offer", f"the body is not JSON: {exc}") from exc
+        answer = await calls.open_call(CallOffer.parse(decoded))
+    except CallRefused as refusal:
+        headers = {"Retry-After": str(refusal.retry_after_s)} if refusal.retry_after_s is not None else None
+        return JSONResponse(
+            {"error": {"code": refusal.code, "message": refusal.message}}, status_code=refusal.status, headers=headers
+        )
+    return JSONResponse(answer)
 
 
 async def metrics(request: Request) -> Response:
@@ -50,29 +84,46 @@ async def metrics(request: Request) -> Response:
     return Response(render_metrics(request.app.state.metrics_registry), media_type="text/plain; version=0.0.4")
 
 
-def create_app(config: Config, engines: CaptionEngines | None = None) -> Starlette:
-    """The voxline ASGI app; engines load at startup unless passed in."""
+def create_app(config: Config, engines: CaptionEngines | None = None, agent_engines: Any = None) -> Starlette:
+    """The voxline ASGI app; engines load at startup unless passed in.
+
+    ``agent_engines`` (an ``AgentEngines``) serves voice calls with models already
+    loaded; without it they load at startup beside the caption engines, unless
+    ``server.max_calls`` is 0 or the ``webrtc`` extra is not installed.
+    """
     service = CaptionService(config, engines)
+    calls = CallService(config, agent_engines)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await service.start()
         try:
+            await calls.start(service.engines)
             yield
         finally:
+            await calls.close()
             await service.close()
 
     app = Starlette(
         routes=[
+            Route("/", web_page),
             Route("/healthz", healthz),
             Route("/metrics", metrics),
             WebSocketRoute("/v1/captions", captions_endpoint),
+            Route("/v1/webrtc/offer", webrtc_offer, methods=["POST"]),
+            Mount("/web", StaticFiles(directory=WEB_PAGE_DIR), name="web"),
         ],
         lifespan=lifespan,
     )
     app.state.service = service
-    app.state.metrics_registry = metrics_registry(service)
+    app.state.calls = calls
+    app.state.metrics_registry = metrics_registry(service, calls)
     return app
+
+
+async def web_page(request: Request) -> Response:
+    """``GET /``: the browser call page."""
+    return FileResponse(WEB_PAGE_DIR / "index.html")
 
 
 def uvicorn_config(config: Config, app: Starlette) -> uvicorn.Config:

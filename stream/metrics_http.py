@@ -13,14 +13,16 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .calls import CallService
 from .service import CaptionService
 
 
 class VoxlineCollector(Collector):
-    """Turns a ``CaptionService``'s counters into Prometheus metric families."""
+    """Turns the caption and call services' counters into Prometheus metric families."""
 
-    def __init__(self, service: CaptionService) -> None:
+    def __init__(self, service: CaptionService, calls: CallService | None = None) -> None:
         self.service = service
+        self.calls = calls
 
     def collect(self) -> Iterator[Metric]:
         """Yield every metric family (called by prometheus-client on each scrape)."""
@@ -52,6 +54,8 @@ class VoxlineCollector(Collector):
         yield from (edge_in, drops, waits, misses, depth, max_depth)
         active = GaugeMetricFamily("voxline_sessions_active", "Sessions running now", labels=["kind"])
         active.add_metric(["captions"], service.active_sessions)
+        if self.calls is not None:
+            active.add_metric(["call"], self.calls.active_calls)
         yield active
         sessions = CounterMetricFamily("voxline_sessions", "Sessions by outcome", labels=["kind", "outcome"])
         c = service.counters
@@ -60,7 +64,16 @@ class VoxlineCollector(Collector):
             ("client_error", c.client_errors), ("failed", c.failed), ("disconnected", c.disconnected),
         ):
             sessions.add_metric(["captions", outcome], value)
+        if self.calls is not None:
+            k = self.calls.counters
+            for outcome, value in (
+                ("started", k.started), ("refused", k.refused_busy), ("client_error", k.refused_bad_offer),
+                ("completed", k.ended - k.failed), ("failed", k.failed),
+            ):
+                sessions.add_metric(["call", outcome], value)
         yield sessions
+        if self.calls is not None:
+            yield from self.calls.latency.families()
         captions = CounterMetricFamily("voxline_captions", "Caption events sent", labels=["kind"])
         captions.add_metric(["partial"], c.partials_sent)
         captions.add_metric(["final"], c.finals_sent)
@@ -79,10 +92,10 @@ def _slots(obj: object) -> list[tuple[str, object]]:
     return [(name, getattr(obj, name)) for name in getattr(obj, "__slots__", ())]
 
 
-def metrics_registry(service: CaptionService) -> CollectorRegistry:
-    """A registry holding only voxline's collector for ``service``."""
+def metrics_registry(service: CaptionService, calls: CallService | None = None) -> CollectorRegistry:
+    """A registry holding only voxline's collector for ``service`` (and ``calls``)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(VoxlineCollector(service))
+    registry.register(VoxlineCollector(service, calls))
     ProcessCollector(registry=registry)
     return registry
 

@@ -27,6 +27,7 @@ import fractions
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -129,11 +130,25 @@ def _track_class() -> Any:
 
 
 class AgentCall:
-    """One peer connection bound to one ``AgentSession``; owns its tasks; ``close`` ends it all."""
+    """One peer connection bound to one ``AgentSession``; owns its tasks; ``close`` ends it all.
 
-    def __init__(self, session: AgentSession) -> None:
+    ``on_event`` sees every event the call sends (e.g. for metrics); a peer that has
+    not connected ``connect_timeout_s`` after the answer ends the call. ``failure``
+    says why a call ended abnormally (empty for a normal hang-up).
+    """
+
+    def __init__(
+        self,
+        session: AgentSession,
+        *,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        connect_timeout_s: float = 20.0,
+    ) -> None:
         aiortc = _aiortc()
         self.session = session
+        self.on_event = on_event
+        self.connect_timeout_s = connect_timeout_s
+        self.failure = ""
         self.pc = aiortc.RTCPeerConnection()
         self.track = agent_audio_track(session)
         self.pc.addTrack(self.track)
@@ -142,6 +157,7 @@ class AgentCall:
         self.frames_dropped = 0
         self.events_dropped = 0
         self.closed = asyncio.Event()
+        self.connected = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._pts_in = 0
@@ -161,7 +177,12 @@ class AgentCall:
 
         @self.pc.on("connectionstatechange")
         async def on_state() -> None:
-            if self.pc.connectionState in ("failed", "closed", "disconnected"):
+            state = self.pc.connectionState
+            if state == "connected":
+                self.connected.set()
+            elif state in ("failed", "closed", "disconnected"):
+                if state == "failed":
+                    self.failure = self.failure or "ice_failed"
                 self._own(self.close(), "close")
 
     def _own(self, coroutine: Any, name: str) -> None:
@@ -177,6 +198,7 @@ class AgentCall:
         aiortc = _aiortc()
         await self.session.graph.start()
         self._own(self._forward_events(), "events")
+        self._own(self._connect_watchdog(), "watchdog")
         await self.pc.setRemoteDescription(aiortc.RTCSessionDescription(sdp=sdp, type=kind))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return {"sdp": self.pc.localDescription.sdp, "type": self.pc.localDescription.type}
@@ -198,8 +220,18 @@ class AgentCall:
             if not self.session.audio_in.put_nowait(audio):
                 self.frames_dropped += 1
 
+    async def _connect_watchdog(self) -> None:
+        try:
+            await asyncio.wait_for(self.connected.wait(), self.connect_timeout_s)
+        except TimeoutError:
+            self.failure = "never_connected"
+            log.info("call ended: the peer did not connect within %.0f s", self.connect_timeout_s)
+            self._own(self.close(), "close")
+
     async def _forward_events(self) -> None:
         async for event in self.session.events:
+            if self.on_event is not None:
+                self.on_event(event)
             channel = self.channel
             if channel is None or channel.readyState != "open":
                 self.events_dropped += 1

@@ -60,11 +60,22 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(engines: CaptionEngines, **server: object) -> Iterator[str]:
-    """A real voxline server on a loopback port, in its own thread; yields its ws:// base URL."""
+def running_server(
+    engines: CaptionEngines, agent_engines: AgentEngines | None = None, **server: object
+) -> Iterator[str]:
+    """A real voxline server on a loopback port, in its own thread; yields its ws:// base URL.
+
+    With ``agent_engines`` it serves voice calls too (``http://`` + the same host:port);
+    without, calls are off (``max_calls = 0``) unless ``server`` says otherwise.
+    """
     base = load_config(env={})
-    config = Config(server=ServerConfig(**{"port": free_port(), **server}), asr=base.asr, vad=base.vad)  # type: ignore[arg-type]
-    app = create_app(config, engines=engines)
+    settings: dict[str, object] = {"port": free_port(), "max_calls": 4 if agent_engines else 0, **server}
+    config = Config(
+        server=ServerConfig(**settings),  # type: ignore[arg-type]
+        asr=base.asr, vad=base.vad,
+        agent=agent_engines.config.agent if agent_engines else base.agent,
+    )
+    app = create_app(config, engines=engines, agent_engines=agent_engines)
     server_obj = uvicorn.Server(uvicorn_config(config, app))
     thread = threading.Thread(target=server_obj.run, name="uvicorn", daemon=True)
     thread.start()

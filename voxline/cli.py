@@ -1,12 +1,13 @@
 """The ``voxline`` command line: ``serve``, ``caption``, ``demo`` and ``mic``.
 
-``voxline serve [--host H] [--port P]`` runs the HTTP/WebSocket server.
+``voxline serve [--host H] [--port P]`` runs the HTTP/WebSocket server (captions, and
+voice calls from the browser page at ``/`` when the ``webrtc`` extra is installed).
 ``voxline caption FILE|--mic [--url ws://HOST:PORT] [--realtime|--fast]
 [--format text|jsonl|srt|vtt] [--model NAME|PATH]`` captions a file or the
 microphone, in this process (default) or through a server (``--url``).
 ``voxline demo [--question TEXT ...] [--echo] [--out reply.wav] [--plot waterfall.png]``
-holds a spoken conversation with the agent headless; ``voxline mic`` talks to it
-through the microphone and speakers.
+holds a spoken conversation with the agent headless; ``voxline mic [--url http://HOST:PORT]``
+talks to it through the microphone and speakers (here, or on a server over WebRTC).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument("--model", help="ASR model: tiny.en (default), base, or a CTranslate2 model directory")
-    serve.add_argument("--max-sessions", type=int, help="refuse new sessions past this many")
+    serve.add_argument("--max-sessions", type=int, help="refuse new caption sessions past this many")
+    serve.add_argument("--max-calls", type=int, help="refuse new voice calls past this many (0: no calls)")
 
     caption = sub.add_parser("caption", help="caption an audio file or the microphone")
     source = caption.add_mutually_exclusive_group(required=True)
@@ -56,14 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="reply.wav", help="WAV file for the agent's audio (default reply.wav)")
     demo.add_argument("--plot", default="waterfall.png", help="PNG for the latency waterfall (default waterfall.png)")
 
-    sub.add_parser("mic", help="talk to the agent through the microphone and speakers (Ctrl-C to stop)")
+    mic = sub.add_parser("mic", help="talk to the agent through the microphone and speakers (Ctrl-C to stop)")
+    mic.add_argument("--url", help="call the agent of a voxline server (http://HOST:PORT) over WebRTC instead of running it here")
     return parser
 
 
 def _config(args: argparse.Namespace) -> Config:
     server: dict[str, Any] = {}
     if args.command == "serve":
-        server = {"host": args.host, "port": args.port, "max_sessions": args.max_sessions}
+        server = {"host": args.host, "port": args.port, "max_sessions": args.max_sessions, "max_calls": args.max_calls}
     return load_config(args.config, overrides={"server": server, "asr": {"model": getattr(args, "model", None)}})
 
 
@@ -143,8 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(run_demo(config, questions, reply_wav=args.out, waterfall_png=args.plot, echo=args.echo))
             return 0
         if args.command == "mic":
-            from voxline.clients.agent_mic import run_mic
+            from voxline.clients.agent_mic import run_mic, run_mic_call
 
+            if args.url:
+                return asyncio.run(run_mic_call(args.url))
             return asyncio.run(run_mic(config))
         return asyncio.run(_caption(args, config))
     except KeyboardInterrupt:

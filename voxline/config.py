@@ -112,11 +112,18 @@ class AgentConfig:
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """The HTTP/WebSocket server and its limits."""
+    """The HTTP/WebSocket server and its limits.
+
+    ``max_calls`` caps live WebRTC voice calls (0 turns calls off and loads no agent
+    models); past it a new offer gets HTTP 503 with ``Retry-After``.
+    ``call_connect_timeout_s`` ends a call whose peer never connects.
+    """
 
     host: str = "127.0.0.1"
     port: int = 8000
     max_sessions: int = 32
+    max_calls: int = 4
+    call_connect_timeout_s: float = 20.0
     max_message_bytes: int = 1 << 20
     idle_timeout_s: float = 30.0
     drain_timeout_s: float = 15.0

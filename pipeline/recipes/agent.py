@@ -85,28 +85,37 @@ class AgentEngines:
     llm: ChatEngine
     tts: PiperEngine
     config: Config
+    owns_captions: bool = True
 
     @classmethod
-    async def load(cls, config: Config | None = None) -> AgentEngines:
-        """Load VAD, ASR, LLM and TTS and start their workers (a failure closes what started)."""
+    async def load(cls, config: Config | None = None, captions: CaptionEngines | None = None) -> AgentEngines:
+        """Load VAD, ASR (unless ``captions`` are shared in), LLM and TTS and start their workers.
+
+        A failure closes what this call started. Engines passed in as ``captions`` stay
+        open on ``close``: their owner (e.g. the caption service) releases them.
+        """
         config = config or Config()
-        captions = await CaptionEngines.load(config.asr, config.vad)
+        owns_captions = captions is None
+        if captions is None:
+            captions = await CaptionEngines.load(config.asr, config.vad)
         tts = PiperEngine(config.tts.voice or None, workers=config.tts.workers, cpu_threads=config.tts.cpu_threads)
         try:
             llm = load_chat_engine(config)
             await llm.start()
             await tts.start()
         except BaseException:
-            await captions.close()
+            if owns_captions:
+                await captions.close()
             await tts.close()
             raise
-        return cls(captions=captions, llm=llm, tts=tts, config=config)
+        return cls(captions=captions, llm=llm, tts=tts, config=config, owns_captions=owns_captions)
 
     async def close(self) -> None:
-        """Stop every engine. Idempotent."""
+        """Stop every engine this object owns. Idempotent."""
         await self.tts.close()
         await self.llm.close()
-        await self.captions.close()
+        if self.owns_captions:
+            await self.captions.close()
 
 
 class EchoReference:

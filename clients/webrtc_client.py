@@ -1,0 +1,249 @@
+"""The client side of a voice call: an aiortc peer talking to a voxline server.
+
+``CallClient`` posts its offer to ``POST /v1/webrtc/offer``, sends a microphone
+track, receives the agent's audio and reads the ``events`` data channel. It is what
+``voxline mic --url``, ``bench/agent.py --url`` and the end-to-end tests use.
+
+The microphone is any ``read(n)`` callable returning ``n`` float32 samples at 48 kHz:
+``MicrophoneTrack`` calls it once per 20 ms frame on a real-time schedule (a stall
+restarts the schedule instead of bursting). Received audio goes to ``on_audio`` as
+48 kHz float32 mono, frame by frame, as it arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+
+from voxline.errors import VoxlineError
+from voxline.stream.webrtc_call import FRAME_SAMPLES, WEBRTC_RATE_HZ, from_av_frame, to_av_frame
+
+FloatAudio = npt.NDArray[np.float32]
+ReadAudio = Callable[[int], FloatAudio]
+OnAudio = Callable[[FloatAudio], None]
+
+
+class CallRefusedError(VoxlineError):
+    """The server did not take the offer: its HTTP status, error code and message."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(f"the server refused the call ({status} {code}): {message}")
+        self.status = status
+        self.code = code
+        self.retry_after_s = retry_after_s
+
+
+def _aiortc() -> Any:
+    try:
+        import aiortc
+    except ImportError as exc:
+        raise VoxlineError("voice calls need aiortc: pip install 'voxline[webrtc]'") from exc
+    return aiortc
+
+
+def microphone_track(read: ReadAudio) -> Any:
+    """A live ``aiortc.MediaStreamTrack`` sending ``read(960)`` every 20 ms (48 kHz mono)."""
+    aiortc = _aiortc()
+
+    class MicrophoneTrack(aiortc.MediaStreamTrack):  # type: ignore[name-defined]
+        kind = "audio"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._start: float | None = None
+            self._pts = 0
+
+        async def recv(self) -> Any:
+            if self.readyState != "live":
+                raise aiortc.mediastreams.MediaStreamError
+            now = time.monotonic()
+            if self._start is None:
+                self._start = now
+            else:
+                delay = self._start + self._pts / WEBRTC_RATE_HZ - now
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                elif -delay > 0.1:
+                    self._start = now - self._pts / WEBRTC_RATE_HZ
+            frame = to_av_frame(read(FRAME_SAMPLES), self._pts)
+            self._pts += FRAME_SAMPLES
+            return frame
+
+    return MicrophoneTrack()
+
+
+class CallClient:
+    """One voice call to a voxline server at ``url`` (``http://HOST:PORT``)."""
+
+    def __init__(
+        self,
+        url: str,
+        microphone: ReadAudio,
+        *,
+        on_audio: OnAudio | None = None,
+        session: dict[str, Any] | None = None,
+        max_events: int = 1024,
+    ) -> None:
+        aiortc = _aiortc()
+        self.url = url.rstrip("/")
+        self.session = session or {}
+        self.on_audio = on_audio
+        self.pc = aiortc.RTCPeerConnection()
+        self.mic = microphone_track(microphone)
+        self.pc.addTrack(self.mic)
+        self.channel = self.pc.createDataChannel("events")
+        self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(max_events)
+        self.events_dropped = 0
+        self.closed = asyncio.Event()
+        self._opened = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.channel.on("open", self._opened.set)
+        self.channel.on("message", self._on_message)
+        self.channel.on("close", self._on_gone)
+
+        @self.pc.on("track")
+        def on_track(track: Any) -> None:
+            if track.kind == "audio":
+                task = asyncio.create_task(self._listen(track), name="voxline-client-listen")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+        @self.pc.on("connectionstatechange")
+        def on_state() -> None:
+            if self.pc.connectionState in ("failed", "closed", "disconnected"):
+                self._on_gone()
+
+    def _on_message(self, message: Any) -> None:
+        try:
+            event = json.loads(message)
+        except (TypeError, ValueError):
+            return
+        if self._events.full():  # a reader that fell behind loses the oldest events
+            self._events.get_nowait()
+            self.events_dropped += 1
+        self._events.put_nowait(event)
+
+    def _on_gone(self) -> None:
+        if not self.closed.is_set():
+            self.closed.set()
+            with contextlib.suppress(asyncio.QueueFull):
+                self._events.put_nowait(None)
+
+    async def _listen(self, track: Any) -> None:
+        aiortc = _aiortc()
+        while True:
+            try:
+                frame = await track.recv()
+            except aiortc.mediastreams.MediaStreamError:
+                return
+            if self.on_audio is not None:
+                samples, rate = from_av_frame(frame)
+                if rate == WEBRTC_RATE_HZ:
+                    self.on_audio(samples)
+
+    async def connect(self, timeout_s: float = 20.0) -> None:
+        """Offer, get the server's answer, and wait until the events channel is open.
+
+        Raises ``CallRefusedError`` when the server says no (busy: ``retry_after_s``
+        is set), ``VoxlineError`` when it cannot be reached or the call does not come up.
+        """
+        aiortc = _aiortc()
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        offer = {"sdp": self.pc.localDescription.sdp, "type": self.pc.localDescription.type, "session": self.session}
+        try:
+            async with httpx.AsyncClient(timeout=timeout_s) as http:
+                response = await http.post(f"{self.url}/v1/webrtc/offer", json=offer)
+        except httpx.HTTPError as exc:
+            raise VoxlineError(f"cannot reach the voxline server at {self.url}: {exc}") from exc
+        if response.status_code != 200:
+            try:
+                error = response.json()["error"]
+                code, message = str(error["code"]), str(error["message"])
+            except (ValueError, KeyError, TypeError):
+                code, message = "http_error", response.text[:200]
+            retry = response.headers.get("Retry-After")
+            raise CallRefusedError(response.status_code, code, message, float(retry) if retry else None)
+        await self.pc.setRemoteDescription(aiortc.RTCSessionDescription(**response.json()))
+        try:
+            await asyncio.wait_for(self._opened.wait(), timeout_s)
+        except TimeoutError as exc:
+            raise VoxlineError(f"the call to {self.url} did not connect within {timeout_s:.0f} s") from exc
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """The server's events in order, until the call ends."""
+        while True:
+            event = await self._events.get()
+            if event is None:
+                return
+            yield event
+
+    async def close(self) -> None:
+        """Hang up: stop the microphone and the listener, close the connection. Idempotent."""
+        self.mic.stop()
+        with contextlib.suppress(Exception):
+            await self.pc.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5.0)
+        self._on_gone()
+
+
+class ClipMicrophone:
+    """A scripted microphone for a ``CallClient``: queued clips, back to back, then silence.
+
+    ``say`` queues a 48 kHz float32 clip. Each clip's ``started_at`` / ``ended_at`` are
+    the wall times (``time.monotonic()``) its first and last samples were handed to the
+    track, which is when the user "said" them.
+    """
+
+    def __init__(self) -> None:
+        self._clips: list[SaidClip] = []
+        self._offset = 0
+
+    def say(self, audio_48k: FloatAudio) -> SaidClip:
+        """Queue ``audio_48k`` after what is already queued; the returned record fills in as it is sent."""
+        clip = SaidClip(np.asarray(audio_48k, dtype=np.float32))
+        self._clips.append(clip)
+        return clip
+
+    @property
+    def speaking(self) -> bool:
+        """True while a queued clip has samples left to send."""
+        return bool(self._clips)
+
+    def __call__(self, n_samples: int) -> FloatAudio:
+        """The next ``n_samples`` (what the track sends every 20 ms)."""
+        out = np.zeros(n_samples, np.float32)
+        filled = 0
+        now = time.monotonic()
+        while filled < n_samples and self._clips:
+            clip = self._clips[0]
+            if clip.started_at is None:
+                clip.started_at = now
+            part = clip.audio[self._offset : self._offset + n_samples - filled]
+            out[filled : filled + len(part)] = part
+            filled += len(part)
+            self._offset += len(part)
+            if self._offset >= len(clip.audio):
+                clip.ended_at = now
+                self._clips.pop(0)
+                self._offset = 0
+        return out
+
+
+class SaidClip:
+    """One clip given to a ``ClipMicrophone`` and when it went out."""
+
+    def __init__(self, audio: FloatAudio) -> None:
+        self.audio = audio
+        self.started_at: float | None = None
+        self.ended_at: float | None = None

@@ -1,0 +1,203 @@
+"""Voice calls of one server process: agent engines, admission, the live calls, their metrics.
+
+``CallService.start`` loads the agent's models (LLM and TTS; the caption engines are
+shared with the caption service) unless calls are off (``server.max_calls = 0``) or
+the ``webrtc`` extra is missing, in which case offers get a clear refusal.
+``open_call`` takes a client's offer and returns the answer; past ``max_calls`` live
+calls it refuses with ``CallRefused`` (HTTP 503 and ``Retry-After``), before any work
+is done, so the calls already running keep their latency. Each call removes itself
+when it ends (peer gone, ICE failed, data channel closed, never connected); ``close``
+ends every call and releases the engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib.util
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from voxline.config import Config
+from voxline.pipeline.recipes.captioner import CaptionEngines
+
+from .turn_metrics import TurnLatencyHistograms
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5
+MAX_SYSTEM_PROMPT_CHARS = 4000
+SESSION_OPTIONS = ("echo_cancel", "system_prompt")
+AGENT_PACKAGES = ("aiortc", "llama_cpp", "piper")
+
+
+class CallRefused(Exception):
+    """An offer the server will not take: HTTP ``status``, a message, maybe ``Retry-After``."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(slots=True)
+class CallCounters:
+    """Calls by outcome since the process started."""
+
+    started: int = 0
+    refused_busy: int = 0
+    refused_bad_offer: int = 0
+    ended: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CallOffer:
+    """A validated offer: the peer's SDP and the session options it asked for."""
+
+    sdp: str
+    type: str
+    echo_cancel: bool | None = None
+    system_prompt: str | None = None
+
+    @classmethod
+    def parse(cls, body: Any) -> CallOffer:
+        """Check a decoded ``POST /v1/webrtc/offer`` body; ``CallRefused`` (400) names what is wrong."""
+        if not isinstance(body, dict):
+            raise _bad_offer("the body must be a JSON object with 'sdp' and 'type'")
+        sdp, kind = body.get("sdp"), body.get("type")
+        if not isinstance(sdp, str) or not sdp.strip():
+            raise _bad_offer("'sdp' must be the offer's SDP text")
+        if kind != "offer":
+            raise _bad_offer(f"'type' must be 'offer', not {kind!r}")
+        options = body.get("session") or {}
+        if not isinstance(options, dict):
+            raise _bad_offer("'session' must be an object")
+        unknown = sorted(set(options) - set(SESSION_OPTIONS))
+        if unknown:
+            raise _bad_offer(f"unknown session option(s) {unknown}; known: {list(SESSION_OPTIONS)}")
+        echo = options.get("echo_cancel")
+        if echo is not None and not isinstance(echo, bool):
+            raise _bad_offer("session.echo_cancel must be true or false")
+        prompt = options.get("system_prompt")
+        if prompt is not None and (not isinstance(prompt, str) or len(prompt) > MAX_SYSTEM_PROMPT_CHARS):
+            raise _bad_offer(f"session.system_prompt must be text of at most {MAX_SYSTEM_PROMPT_CHARS} characters")
+        return cls(sdp=sdp, type=kind, echo_cancel=echo, system_prompt=prompt)
+
+
+def _bad_offer(message: str) -> CallRefused:
+    return CallRefused(400, "bad_offer", message)
+
+
+def missing_agent_packages() -> list[str]:
+    """The packages voice calls need that are not installed (empty when calls can run)."""
+    return [name for name in AGENT_PACKAGES if importlib.util.find_spec(name) is None]
+
+
+class CallService:
+    """Every voice call of this process, the engines they share, and the limit on them."""
+
+    def __init__(self, config: Config, engines: Any = None) -> None:
+        self.config = config
+        self.engines = engines
+        self._owns_engines = engines is None
+        self.unavailable = ""
+        self.calls: set[Any] = set()
+        self.reserved = 0
+        self.counters = CallCounters()
+        self.latency = TurnLatencyHistograms()
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    async def start(self, captions: CaptionEngines | None) -> None:
+        """Load the agent engines beside the shared ``captions`` (unless given, off, or not installed)."""
+        if self.engines is not None:
+            return
+        if self.config.server.max_calls <= 0:
+            self.unavailable = "voice calls are off on this server (server.max_calls = 0)"
+            return
+        missing = missing_agent_packages()
+        if missing:
+            self.unavailable = f"voice calls need {', '.join(missing)}: pip install 'voxline[webrtc]'"
+            log.warning("%s; serving captions only", self.unavailable)
+            return
+        from voxline.pipeline.recipes.agent import AgentEngines
+
+        self.engines = await AgentEngines.load(self.config, captions=captions)
+
+    @property
+    def active_calls(self) -> int:
+        """Calls live or being set up now."""
+        return self.reserved
+
+    async def open_call(self, offer: CallOffer) -> dict[str, str]:
+        """Start a call for ``offer`` and return the answer (``sdp``, ``type``); ``CallRefused`` if not."""
+        if self.engines is None:
+            raise CallRefused(503, "calls_unavailable", self.unavailable or "voice calls are not ready")
+        limit = self.config.server.max_calls
+        if self.reserved >= limit:
+            self.counters.refused_busy += 1
+            raise CallRefused(
+                503, "server_busy",
+                f"the server is at its limit of {limit} live calls; try again in {RETRY_AFTER_S} s",
+                retry_after_s=RETRY_AFTER_S,
+            )
+        self.reserved += 1
+        try:
+            call = self._new_call(offer)
+        except BaseException:
+            self.reserved -= 1
+            raise
+        try:
+            answer = await call.answer(offer.sdp, offer.type)
+        except Exception as exc:
+            self.counters.refused_bad_offer += 1
+            await call.close()
+            self.reserved -= 1
+            raise CallRefused(400, "bad_offer", f"the offer could not be answered: {exc}") from exc
+        except BaseException:
+            await call.close()
+            self.reserved -= 1
+            raise
+        self.counters.started += 1
+        self.calls.add(call)
+        watcher = asyncio.create_task(self._until_closed(call), name="voxline-call-watch")
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+        return answer
+
+    def _new_call(self, offer: CallOffer) -> Any:
+        from voxline.pipeline.recipes.agent import agent_settings, build_agent_session
+
+        from .webrtc_call import AgentCall
+
+        settings = agent_settings(self.config)
+        if offer.system_prompt is not None:
+            settings = dataclasses.replace(settings, system_prompt=offer.system_prompt)
+        session = build_agent_session(self.engines, echo_cancel=offer.echo_cancel, settings=settings, name="call")
+        return AgentCall(
+            session, on_event=self.latency.observe, connect_timeout_s=self.config.server.call_connect_timeout_s
+        )
+
+    async def _until_closed(self, call: Any) -> None:
+        try:
+            await call.closed.wait()
+        finally:
+            self.calls.discard(call)
+            self.reserved -= 1
+            self.counters.ended += 1
+            if call.failure:
+                self.counters.failed += 1
+
+    async def close(self) -> None:
+        """End every call (awaiting each) and release engines this service loaded. Idempotent."""
+        calls = list(self.calls)
+        if calls:
+            await asyncio.gather(*(call.close() for call in calls), return_exceptions=True)
+        if self._watchers:
+            await asyncio.wait(list(self._watchers), timeout=5.0)
+        if self.engines is not None and self._owns_engines:
+            await self.engines.close()
+            self.engines = None

@@ -1,0 +1,253 @@
+"""Voice calls through a running server: real aiortc peers, real models, loopback sockets.
+
+Each test talks to ``POST /v1/webrtc/offer`` the way a user's client does
+(``CallClient``) and checks what that user would notice: the words understood, the
+audio that came back and when, the agent stopping when interrupted, a clear refusal
+past the call limit, and a server that cleans up after a peer that vanished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import soxr
+
+from tests.conftest import running_server
+from tests.speech_fixtures import silence, speech
+from voxline.clients.webrtc_client import CallClient, CallRefusedError, ClipMicrophone
+from voxline.pipeline.recipes.agent import AgentEngines
+from voxline.pipeline.recipes.captioner import CaptionEngines
+
+pytestmark = pytest.mark.slow
+LOUD = 0.02
+
+
+def said(text: str) -> np.ndarray:
+    """``text`` in the Piper voice at 48 kHz, as a user's microphone would send it."""
+    return soxr.resample(speech(text), 16000, 48000).astype(np.float32)
+
+
+class Ear:
+    """What the client heard: (arrival wall time, peak) per received frame."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[float, float]] = []
+
+    def __call__(self, samples: np.ndarray) -> None:
+        self.frames.append((time.monotonic(), float(np.abs(samples).max(initial=0.0))))
+
+    def first_loud_after(self, at: float) -> float | None:
+        return next((t for t, peak in self.frames if t > at and peak > LOUD), None)
+
+    def last_loud(self) -> float | None:
+        return next((t for t, peak in reversed(self.frames) if peak > LOUD), None)
+
+
+class Events:
+    """Collects a call's events; ``wait_for`` a type (with an explicit timeout)."""
+
+    def __init__(self, client: CallClient) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self._changed = asyncio.Condition()
+        self.task = asyncio.create_task(self._read(client))
+
+    async def _read(self, client: CallClient) -> None:
+        async for event in client.events():
+            async with self._changed:
+                self.seen.append(event)
+                self._changed.notify_all()
+
+    async def wait_for(self, kind: str, within_s: float = 30.0, after: int = 0) -> dict[str, Any]:
+        async def found() -> dict[str, Any]:
+            async with self._changed:
+                while True:
+                    match = [e for e in self.seen[after:] if e["type"] == kind]
+                    if match:
+                        return match[0]
+                    await self._changed.wait()
+
+        return await asyncio.wait_for(found(), within_s)
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.seen if e["type"] == kind]
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+@pytest.fixture(scope="module")
+def call_server(caption_engines: CaptionEngines, agent_engines: AgentEngines) -> Iterator[str]:
+    """A voxline server on loopback serving calls (limit 2, short connect timeout); its http:// URL."""
+    with running_server(caption_engines, agent_engines, max_calls=2, call_connect_timeout_s=3.0) as ws_url:
+        yield ws_url.replace("ws://", "http://")
+
+
+async def health(url: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=5) as http:
+        return (await http.get(f"{url}/healthz")).json()  # type: ignore[no-any-return]
+
+
+async def until_no_calls(url: str, within_s: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + within_s
+    while True:
+        state = await health(url)
+        if state["calls"] == 0 or time.monotonic() > deadline:
+            return state
+        await asyncio.sleep(0.1)
+
+
+async def test_a_spoken_question_through_the_server_is_answered_in_speech(call_server: str) -> None:
+    mic, ear = ClipMicrophone(), Ear()
+    client = CallClient(call_server, mic, on_audio=ear)
+    await client.connect()
+    events = Events(client)
+    try:
+        question = mic.say(np.concatenate([said("How many legs does a spider have?"), silence(0.0)]))
+        turn = await events.wait_for("user_turn")
+        done = await events.wait_for("agent_done")
+        latency = await events.wait_for("turn_latency")
+    finally:
+        await client.close()
+        await events.stop()
+    assert "spider" in turn["text"].lower()
+    assert done["text"] and done["gap_ms"] == 0
+    assert question.ended_at is not None
+    first_audio = ear.first_loud_after(question.ended_at)
+    assert first_audio is not None and first_audio - question.ended_at < 2.0, "the answer came back promptly"
+    assert latency["v2v_ms"] is not None and set(latency["breakdown_ms"]) >= {"asr_final", "llm_first_token"}
+    assert (await until_no_calls(call_server))["calls"] == 0
+    async with httpx.AsyncClient(timeout=5) as http:
+        metrics = (await http.get(f"{call_server}/metrics")).text
+    counted = [line for line in metrics.splitlines() if line.startswith('voxline_turn_latency_seconds_count{span="v2v"}')]
+    assert counted and float(counted[0].split()[-1]) >= 1
+    assert "session" not in metrics.split("voxline_turn_latency_seconds")[1][:2000]
+
+
+async def test_talking_over_the_agent_stops_it_and_becomes_the_next_turn(call_server: str) -> None:
+    mic, ear = ClipMicrophone(), Ear()
+    client = CallClient(call_server, mic, on_audio=ear)
+    await client.connect()
+    events = Events(client)
+    try:
+        mic.say(said("Tell me a long story about a dragon and a knight."))
+        await events.wait_for("agent_text", within_s=30)
+        await asyncio.sleep(1.0)  # the agent is mid-sentence
+        barge = mic.say(said("Stop. Tell me about cats instead."))
+        interrupted = await events.wait_for("interrupted", within_s=10)
+        await asyncio.sleep(0.2)
+        stop_heard = max((t for t, peak in ear.frames if barge.started_at and t < barge.started_at + 1.5 and peak > LOUD),
+                         default=None)
+        next_turn = await events.wait_for("user_turn", within_s=20, after=events.seen.index(interrupted))
+    finally:
+        await client.close()
+        await events.stop()
+    assert interrupted["heard"], "some of the reply was heard before the interruption"
+    assert barge.started_at is not None and stop_heard is not None
+    # Loud agent audio stops arriving within 600 ms of the user starting to speak over it
+    # (the user's own voice never comes back: the client only hears the agent).
+    assert stop_heard - barge.started_at < 0.6, stop_heard - barge.started_at
+    assert "cat" in next_turn["text"].lower()
+    first_reply = next(e for e in events.of("user_turn"))
+    assert "dragon" in first_reply["text"].lower()
+
+
+async def test_a_peer_that_vanishes_mid_reply_ends_its_call_and_frees_the_slot(call_server: str) -> None:
+    mic, ear = ClipMicrophone(), Ear()
+    client = CallClient(call_server, mic, on_audio=ear)
+    await client.connect()
+    events = Events(client)
+    mic.say(said("Tell me a long story about a dragon."))
+    await events.wait_for("agent_text", within_s=30)
+    await asyncio.sleep(0.5)
+    assert (await health(call_server))["calls"] == 1
+    # No goodbye: the peer connection just closes, as when a tab is killed.
+    await client.pc.close()
+    await events.stop()
+    state = await until_no_calls(call_server)
+    assert state["calls"] == 0, state
+    assert state["graphs"] == 0, "the call's graph was cancelled with it"
+    # The server and its engines are fine: the next call is answered.
+    mic2, ear2 = ClipMicrophone(), Ear()
+    client2 = CallClient(call_server, mic2, on_audio=ear2)
+    await client2.connect()
+    events2 = Events(client2)
+    try:
+        mic2.say(said("What color is the sky?"))
+        assert (await events2.wait_for("agent_done"))["text"]
+    finally:
+        await client2.close()
+        await events2.stop()
+    assert ear2.last_loud() is not None
+
+
+async def test_past_the_call_limit_an_offer_is_refused_and_running_calls_carry_on(call_server: str) -> None:
+    mics = [ClipMicrophone(), ClipMicrophone()]
+    ears = [Ear(), Ear()]
+    clients = [CallClient(call_server, mic, on_audio=ear) for mic, ear in zip(mics, ears, strict=True)]
+    for client in clients:
+        await client.connect()
+    extra = CallClient(call_server, ClipMicrophone())
+    try:
+        with pytest.raises(CallRefusedError) as refused:
+            await extra.connect()
+        assert refused.value.status == 503 and refused.value.code == "server_busy"
+        assert refused.value.retry_after_s is not None and refused.value.retry_after_s > 0
+        assert "limit of 2 live calls" in str(refused.value)
+        events = Events(clients[0])
+        question = mics[0].say(said("What color is the sky?"))
+        done = await events.wait_for("agent_done")
+        await events.stop()
+    finally:
+        await extra.close()
+        for client in clients:
+            await client.close()
+    assert done["text"]
+    assert question.ended_at is not None
+    first = ears[0].first_loud_after(question.ended_at)
+    assert first is not None and first - question.ended_at < 2.0
+    assert (await until_no_calls(call_server))["calls"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        (b"{not json", 400, "not JSON"),
+        (b'{"sdp": "v=0", "type": "answer"}', 400, "'type' must be 'offer'"),
+        (b'{"sdp": "", "type": "offer"}', 400, "'sdp' must be"),
+        (b'{"sdp": "v=0", "type": "offer", "session": {"voice": "x"}}', 400, "unknown session option"),
+        (b'{"sdp": "this is not sdp", "type": "offer"}', 400, "could not be answered"),
+    ],
+)
+async def test_a_bad_offer_gets_a_clear_error_and_the_server_carries_on(
+    call_server: str, body: bytes, status: int, words: str
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(f"{call_server}/v1/webrtc/offer", content=body)
+    assert response.status_code == status
+    assert words in response.json()["error"]["message"]
+    assert (await health(call_server))["calls"] == 0
+
+
+async def test_a_peer_that_never_connects_is_dropped_after_the_connect_timeout(call_server: str) -> None:
+    import aiortc
+
+    pc = aiortc.RTCPeerConnection()
+    pc.addTransceiver("audio")
+    pc.createDataChannel("events")
+    await pc.setLocalDescription(await pc.createOffer())
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(
+            f"{call_server}/v1/webrtc/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"}
+        )
+    await pc.close()  # the answer is never applied: ICE never completes
+    assert response.status_code == 200
+    assert (await health(call_server))["calls"] == 1
+    state = await until_no_calls(call_server, within_s=10)
+    assert state["calls"] == 0 and state["graphs"] == 0
