@@ -1,15 +1,24 @@
 """The embedded LLM engine: SmolLM2-135M-Instruct (GGUF) on llama.cpp, streaming, cancellable.
 
-``LlamaEngine`` is shared by every session of a process. Requests queue first in,
-first out, and ``workers`` model instances serve them on their own threads (llama.cpp
-contexts are not thread-safe, so each worker owns one). Tokens stream back to the
-caller's event loop as they are made; a caller that stops reading (``aclose``, or
-cancellation of the task iterating) stops generation at the next token and frees its
-worker.
+``LlamaEngine`` is shared by every session of a process. One worker thread (with
+``n_threads`` llama.cpp threads) serves up to ``slots`` replies at once, each on its
+own model context (the weights are memory-mapped once and shared), stepping them a
+token at a time:
 
-The system prompt's KV prefix stays cached between turns: llama-cpp-python re-uses
-the longest prefix a new prompt shares with what its context already holds, and every
-chat prompt starts with the same system message.
+- a reply that has made fewer than ``FIRST_TOKENS`` tokens goes first (oldest first),
+  because its first clause is what a user is waiting to hear;
+- the others take turns, one token each; a reply is spoken far slower than it is
+  generated, so sharing the thread costs them nothing audible.
+
+A request arriving while every slot is busy waits, first in, first out. Tokens stream
+back to the caller's event loop as they are made; a caller that stops reading
+(``aclose``, or cancellation of the task iterating) stops generation at the next step
+and frees its slot.
+
+Each slot keeps its KV prefix between turns: llama-cpp-python re-uses the longest
+prefix a new prompt shares with what its context already holds, and a new request
+goes to the free slot that last served the longest run of the same messages (the
+same conversation), else to the one idle longest.
 
 Draft-and-verify decoding (``draft="prompt_lookup"``) uses llama-cpp-python's
 ``LlamaPromptLookupDecoding``: n-grams from the prompt and history propose tokens that
@@ -23,6 +32,7 @@ module needs the ``llm`` CLI).
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib.util
 import queue
 import threading
@@ -37,6 +47,8 @@ from voxline.models.engine_stream import EngineStream
 from voxline.models.registry import ModelNotFoundError
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+FIRST_TOKENS = 8
+"""Tokens a reply gets ahead of the others: about its first clause (4 words and 2 more)."""
 _STREAM_QUEUE = 256
 _CLOSE_TIMEOUT_S = 10.0
 
@@ -101,9 +113,10 @@ class TokenStream(EngineStream[str]):
 class LlamaEngine:
     """SmolLM2 (or any GGUF chat model) on llama.cpp, shared by all sessions.
 
-    ``n_threads`` is each worker's llama.cpp thread budget: on two cores, one thread
+    ``n_threads`` is the worker's llama.cpp thread budget: on two cores, one thread
     keeps the recogniser and the network stack responsive (a measurement with two
-    threads spun both cores and tripled turn latency under load).
+    threads spun both cores and tripled turn latency under load). ``slots`` replies
+    are generated at once, interleaved on that one thread.
     """
 
     def __init__(
@@ -112,19 +125,21 @@ class LlamaEngine:
         *,
         n_threads: int = 1,
         n_ctx: int = 2048,
-        workers: int = 1,
+        slots: int = 1,
         draft: str | None = None,
         draft_tokens: int = 10,
     ) -> None:
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
         self.model_path = model_path
         self.n_threads = n_threads
         self.n_ctx = n_ctx
-        self.workers = workers
+        self.slots = slots
         self.draft = draft
         self.draft_tokens = draft_tokens
         self._requests: queue.Queue[_Request | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
-        self._models: list[Any] = []
+        self._models: list[_Slot] = []
         self._closing = False
 
     async def start(self) -> None:
@@ -133,11 +148,11 @@ class LlamaEngine:
             if self._closing:
                 raise EngineError("LLM engine is closed")
             return
-        self._models = await asyncio.to_thread(lambda: [self._load() for _ in range(self.workers)])
-        for i, model in enumerate(self._models):
-            thread = threading.Thread(target=self._work, args=(model,), name=f"voxline-llm-{i}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        models = await asyncio.to_thread(lambda: [self._load() for _ in range(self.slots)])
+        self._models = [_Slot(model) for model in models]
+        thread = threading.Thread(target=self._work, name="voxline-llm", daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def _load(self) -> Any:
         try:
@@ -161,7 +176,7 @@ class LlamaEngine:
             raise EngineError(f"cannot load the LLM from {path}: {exc}") from exc
 
     async def close(self) -> None:
-        """Stop the workers after their current token and join them. Idempotent."""
+        """Stop the worker after its current token and join it. Idempotent."""
         self._closing = True
         for _ in self._threads:
             self._requests.put(None)
@@ -177,8 +192,8 @@ class LlamaEngine:
     ) -> TokenStream:
         """Start a chat reply to ``messages`` (OpenAI-style role/content dicts); stream its text.
 
-        Raises ``EngineError`` if the engine is not started or closed. The reply waits
-        its turn behind earlier requests (first in, first out).
+        Raises ``EngineError`` if the engine is not started or closed. When every slot
+        is busy the reply waits behind earlier requests (first in, first out).
         """
         if self._closing:
             raise EngineError("LLM engine is closed")
@@ -196,36 +211,114 @@ class LlamaEngine:
         except RuntimeError:
             request.cancelled.set()  # the caller's loop is gone: nobody is listening
 
-    def _work(self, model: Any) -> None:
-        while True:
-            request = self._requests.get()
-            if request is None:
-                return
-            if request.cancelled.is_set():
-                self._send(request, None)
-                continue
-            stats = request.stats
-            started = time.perf_counter()
+    def _work(self) -> None:
+        waiting: collections.deque[_Request] = collections.deque()
+        running: list[_Generation] = []
+        stopping = False
+        while not stopping or running:
             try:
-                chunks = model.create_chat_completion(
+                item = self._requests.get(block=not running and not waiting)
+                while True:
+                    if item is None:
+                        stopping = True
+                    else:
+                        waiting.append(item)
+                    item = self._requests.get_nowait()
+            except queue.Empty:
+                pass
+            if stopping:
+                for request in waiting:
+                    self._send(request, None)
+                waiting.clear()
+            while waiting and len(running) < len(self._models):
+                request = waiting.popleft()
+                if request.cancelled.is_set():
+                    self._send(request, None)
+                    continue
+                running.append(self._begin(request, [g.slot for g in running]))
+            if running:
+                generation = min(running, key=_Generation.priority)
+                if not self._step(generation):
+                    running.remove(generation)
+
+    def _begin(self, request: _Request, busy: list[_Slot]) -> _Generation:
+        free = [slot for slot in self._models if slot not in busy]
+        slot = max(free, key=lambda s: (s.shared_messages(request.messages), -s.last_used))
+        slot.messages = request.messages
+        slot.last_used = time.monotonic()
+        return _Generation(request, slot, time.perf_counter())
+
+    def _step(self, generation: _Generation) -> bool:
+        """Make one token of ``generation``; False once it is over (done, cancelled or failed)."""
+        request, stats = generation.request, generation.request.stats
+        if request.cancelled.is_set() or self._closing:
+            stats.cancelled = True
+            generation.close()
+            self._send(request, None)
+            return False
+        try:
+            if generation.chunks is None:
+                generation.chunks = iter(generation.slot.model.create_chat_completion(
                     messages=request.messages, max_tokens=request.max_tokens,
                     temperature=request.temperature, stream=True,
-                )
-                for chunk in chunks:
-                    if request.cancelled.is_set() or self._closing:
-                        stats.cancelled = True
-                        break
-                    piece = chunk["choices"][0]["delta"].get("content")
-                    if not piece:
-                        continue
-                    if stats.first_token_ms is None:
-                        stats.first_token_ms = (time.perf_counter() - started) * 1000
-                    stats.completion_tokens += 1
-                    self._send(request, piece)
-            except Exception as exc:
-                error = EngineError(f"LLM generation failed: {exc}")
-                error.__cause__ = exc
-                self._send(request, error)
-                continue
-            stats.total_ms = (time.perf_counter() - started) * 1000
+                ))
+            chunk = next(generation.chunks, None)
+        except Exception as exc:
+            generation.close()
+            error = EngineError(f"LLM generation failed: {exc}")
+            error.__cause__ = exc
+            self._send(request, error)
+            return False
+        generation.steps += 1
+        if chunk is None:
+            stats.total_ms = (time.perf_counter() - generation.started) * 1000
             self._send(request, None)
+            return False
+        piece = chunk["choices"][0]["delta"].get("content")
+        if piece:
+            if stats.first_token_ms is None:
+                stats.first_token_ms = (time.perf_counter() - generation.started) * 1000
+            stats.completion_tokens += 1
+            self._send(request, piece)
+        return True
+
+
+@dataclass(slots=True, eq=False)
+class _Slot:
+    """One model context and the conversation it last served."""
+
+    model: Any
+    messages: list[dict[str, str]] = field(default_factory=list)
+    last_used: float = 0.0
+
+    def shared_messages(self, messages: list[dict[str, str]]) -> int:
+        """How many leading messages ``messages`` shares with the last request served here."""
+        count = 0
+        for mine, theirs in zip(self.messages, messages, strict=False):
+            if mine != theirs:
+                break
+            count += 1
+        return count
+
+
+@dataclass(slots=True, eq=False)
+class _Generation:
+    """A reply being generated on a slot."""
+
+    request: _Request
+    slot: _Slot
+    started: float
+    chunks: Any = None
+    steps: int = 0
+    last_step: int = 0
+
+    def priority(self) -> tuple[bool, float]:
+        """Sort key: replies still on their first tokens first (oldest first), then round robin."""
+        if self.request.stats.completion_tokens < FIRST_TOKENS:
+            return (False, self.started)
+        return (True, float(self.steps))
+
+    def close(self) -> None:
+        """Free the slot's generator (llama.cpp state stays for prefix reuse)."""
+        if self.chunks is not None and hasattr(self.chunks, "close"):
+            self.chunks.close()

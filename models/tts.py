@@ -8,6 +8,11 @@ a bounded queue (``max_chunks_ahead``), and a worker that is that far ahead of i
 reader waits (back-pressure). A reader that stops (``aclose``, or cancellation of the
 task iterating) stops synthesis before the next sentence.
 
+Requests from different sessions are served earliest deadline first: ``deadline`` is
+when the caller's listener will run out of audio (``time.monotonic()``; default: now).
+A reply's first clause, with nothing queued ahead of it, beats a later clause of
+another reply that still has seconds of audio to play.
+
 Output is deterministic: Piper's generator and phoneme-width noise are off, as in
 ``speech_synth``. Each worker owns one voice (an onnxruntime session with
 ``cpu_threads`` intra-op threads); Piper's espeak phonemizer is serialised by Piper.
@@ -75,6 +80,7 @@ class _Request:
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue[FloatAudio | BaseException | None]
     submitted: float  # time.perf_counter()
+    deadline: float = 0.0  # time.monotonic() by which the listener needs the audio
     stats: SynthesisStats = field(default_factory=SynthesisStats)
     cancelled: threading.Event = field(default_factory=threading.Event)
     # Free places in ``out``: taken by the worker before it sends, given back by the reader.
@@ -245,10 +251,12 @@ class PiperEngine:
 
     # -- requests -----------------------------------------------------------------
 
-    def stream(self, text: str) -> SynthesisStream:
+    def stream(self, text: str, *, deadline: float | None = None) -> SynthesisStream:
         """Queue ``text`` for synthesis and return the stream of its audio chunks.
 
-        Whitespace-only text gives a stream that ends at once without using a worker.
+        ``deadline`` (``time.monotonic()``, default now) orders waiting requests:
+        earliest first. Whitespace-only text gives a stream that ends at once without
+        using a worker.
 
         Raises:
             ValueError: ``text`` is longer than ``MAX_TEXT_CHARS``.
@@ -262,7 +270,8 @@ class PiperEngine:
             raise EngineError("TTS engine is not started; await start() first")
         loop = asyncio.get_running_loop()
         request = _Request(
-            " ".join(text.split()), loop, asyncio.Queue(_MAX_CHUNKS_AHEAD + 1), time.perf_counter()
+            " ".join(text.split()), loop, asyncio.Queue(_MAX_CHUNKS_AHEAD + 1), time.perf_counter(),
+            deadline=time.monotonic() if deadline is None else deadline,
         )
         if not request.text:
             request.out.put_nowait(None)
@@ -300,7 +309,9 @@ class PiperEngine:
                 self._cond.wait()
             if self._closing and not (self._drain and self._pending):
                 return None
-            return self._pending.popleft()
+            first = min(self._pending, key=lambda r: r.deadline)  # ties: first queued (min is stable)
+            self._pending.remove(first)
+            return first
 
     def _work(self, voice: Any) -> None:
         from piper import SynthesisConfig

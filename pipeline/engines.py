@@ -112,6 +112,10 @@ class SpeechSynthesizer(Protocol):
         """The rate of the audio it makes."""
         ...
 
-    def stream(self, text: str) -> AudioChunkStream:
-        """Start synthesising ``text``; chunks arrive as they are made."""
+    def stream(self, text: str, *, deadline: float | None = None) -> AudioChunkStream:
+        """Start synthesising ``text``; chunks arrive as they are made.
+
+        ``deadline`` (``time.monotonic()``) is when the listener runs out of audio
+        without it; a shared engine serves the earliest deadline first.
+        """
         ...

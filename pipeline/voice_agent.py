@@ -327,7 +327,8 @@ class VoiceAgent:
 
     async def _speak(self, reply: _Reply, clause: str) -> None:
         parts: list[FloatAudio] = []
-        stream = self.tts.stream(clause)
+        # Needed once what is already queued has played: a first clause is due now.
+        stream = self.tts.stream(clause, deadline=time.monotonic() + self.playout.queued_s)
         try:
             async for chunk in stream:
                 reply.timeline.mark("tts_first_audio", time.monotonic())

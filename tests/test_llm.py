@@ -59,6 +59,26 @@ async def test_two_sessions_asking_at_once_both_get_answers(engine: LlamaEngine)
     assert a.strip() and b.strip()
 
 
+async def test_a_new_reply_gets_its_first_words_while_a_long_one_is_still_generating() -> None:
+    engine = LlamaEngine(slots=2)
+    await engine.start()
+    try:
+        alone = await engine.stream(ask("Name a fruit."), max_tokens=16).text()
+        long = engine.stream(ask("Tell me a long story about a dragon and a knight."), max_tokens=200)
+        async for _ in long:
+            break
+        short = engine.stream(ask("Name a fruit."), max_tokens=16)
+        first = await anext(aiter(short))
+        rest = "".join([piece async for piece in short])
+        long_tokens_when_short_started = long.stats.completion_tokens
+        long_text = await long.text()
+    finally:
+        await engine.close()
+    assert first + rest == alone, "interleaving on separate contexts leaves each reply unchanged"
+    assert long_text.strip() and long.stats.completion_tokens > long_tokens_when_short_started
+    assert short.stats.first_token_ms is not None and short.stats.first_token_ms < 1000
+
+
 async def test_prompt_lookup_drafting_keeps_the_greedy_reply_unchanged() -> None:
     messages = ask("Repeat after me exactly: the quick brown fox jumps over the lazy dog.")
     plain, drafted = LlamaEngine(), LlamaEngine(draft="prompt_lookup")

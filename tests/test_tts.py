@@ -162,3 +162,24 @@ async def test_close_is_idempotent_and_leaves_no_worker_thread() -> None:
     with pytest.raises(EngineError):
         async for _ in unfinished:
             pass
+
+
+async def test_the_earliest_deadline_is_synthesized_first() -> None:
+    engine = PiperEngine(workers=1)
+    await engine.start()
+    try:
+        busy = engine.stream("One moment please.")  # holds the only worker
+        later = engine.stream("This clause plays in five seconds.", deadline=time.monotonic() + 5.0)
+        urgent = engine.stream("A first clause is due now.", deadline=time.monotonic())
+        order: list[str] = []
+
+        async def drain(name: str, stream: object) -> None:
+            async for _ in stream:  # type: ignore[attr-defined]
+                pass
+            order.append(name)
+
+        await asyncio.gather(drain("busy", busy), drain("later", later), drain("urgent", urgent))
+    finally:
+        await engine.close()
+    assert order == ["busy", "urgent", "later"]
+    assert urgent.stats.queued_ms < later.stats.queued_ms

@@ -152,7 +152,7 @@ class FakeTTS:
         self.made: list[np.ndarray] = []
         self._samples = 0
 
-    def stream(self, text: str) -> FakeSpeech:
+    def stream(self, text: str, *, deadline: float | None = None) -> FakeSpeech:
         return FakeSpeech(self, text)
 
     def say(self, word: str) -> np.ndarray:

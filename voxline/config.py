@@ -58,7 +58,8 @@ class LlmConfig:
     path) or ``remote`` (an OpenAI-compatible ``base_url`` such as
     ``http://127.0.0.1:8080/v1``, ``model`` its model name, the key read from the
     environment variable named by ``api_key_env``). ``n_threads`` is the embedded
-    model's thread budget; ``draft`` is ``prompt_lookup`` or ``none``. ``max_concurrent``
+    model's thread budget; ``slots`` the replies it generates at once (interleaved on
+    that budget, first clauses first); ``draft`` is ``prompt_lookup`` or ``none``. ``max_concurrent``
     replies go to a remote server at once (llama-cpp-python's server cuts overlapping
     replies short unless started with ``--interrupt_requests False``).
     """
@@ -69,6 +70,7 @@ class LlmConfig:
     api_key_env: str = "OPENAI_API_KEY"
     n_threads: int = 1
     n_ctx: int = 2048
+    slots: int = 4
     draft: str = "none"
     timeout_s: float = 30.0
     max_concurrent: int = 1
