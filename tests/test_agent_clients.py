@@ -79,16 +79,19 @@ def test_open_devices_without_portaudio_is_a_clear_error(monkeypatch: pytest.Mon
         open_devices(SampleRing(16000), SampleRing(22050), 22050, 20)
 
 
-def test_voxline_mic_without_portaudio_exits_with_a_clear_message_before_loading_models(tmp_path: Path) -> None:
+@pytest.mark.parametrize("args", [["mic"], ["mic", "--url", "http://127.0.0.1:9"]], ids=["local", "url"])
+def test_voxline_mic_without_portaudio_exits_with_a_clear_message_before_loading_models(
+    tmp_path: Path, args: list[str]
+) -> None:
     (tmp_path / "sounddevice.py").write_text(NO_PORTAUDIO)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
-        [sys.executable, "-m", "voxline.cli", "mic"], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "voxline.cli", *args], capture_output=True, text=True, timeout=120,
         stdin=subprocess.DEVNULL, check=False, env=env,
     )
     assert done.returncode == 2
     assert "voxline:" in done.stderr and "PortAudio" in done.stderr
-    assert "llama_context" not in done.stderr  # it failed before loading the LLM
+    assert "llama_context" not in done.stderr  # it failed before loading the LLM (or calling)
 
 
 def test_waterfall_png_has_one_row_per_turn(tmp_path: Path) -> None:
