@@ -134,9 +134,11 @@ class CallService:
 
     async def open_call(self, offer: CallOffer) -> dict[str, str]:
         """Start a call for ``offer`` and return the answer (``sdp``, ``type``); ``CallRefused`` if not."""
+        limit = self.config.server.max_calls
+        if limit <= 0:
+            raise CallRefused(503, "calls_unavailable", "voice calls are off on this server (server.max_calls = 0)")
         if self.engines is None:
             raise CallRefused(503, "calls_unavailable", self.unavailable or "voice calls are not ready")
-        limit = self.config.server.max_calls
         if self.reserved >= limit:
             self.counters.refused_busy += 1
             raise CallRefused(
@@ -177,8 +179,10 @@ class CallService:
         if offer.system_prompt is not None:
             settings = dataclasses.replace(settings, system_prompt=offer.system_prompt)
         session = build_agent_session(self.engines, echo_cancel=offer.echo_cancel, settings=settings, name="call")
+        server = self.config.server
         return AgentCall(
-            session, on_event=self.latency.observe, connect_timeout_s=self.config.server.call_connect_timeout_s
+            session, on_event=self.latency.observe,
+            connect_timeout_s=server.call_connect_timeout_s, media_timeout_s=server.call_media_timeout_s,
         )
 
     async def _until_closed(self, call: Any) -> None:

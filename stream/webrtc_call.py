@@ -132,9 +132,11 @@ def _track_class() -> Any:
 class AgentCall:
     """One peer connection bound to one ``AgentSession``; owns its tasks; ``close`` ends it all.
 
-    ``on_event`` sees every event the call sends (e.g. for metrics); a peer that has
-    not connected ``connect_timeout_s`` after the answer ends the call. ``failure``
-    says why a call ended abnormally (empty for a normal hang-up).
+    ``on_event`` sees every event the call sends (e.g. for metrics). A peer that has
+    not connected ``connect_timeout_s`` after the answer, or whose audio has stopped
+    arriving for ``media_timeout_s`` (a crashed browser, a lost network: ICE itself
+    takes ~30 s to give up), ends the call. ``failure`` says why a call ended
+    abnormally (empty for a normal hang-up).
     """
 
     def __init__(
@@ -143,11 +145,14 @@ class AgentCall:
         *,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         connect_timeout_s: float = 20.0,
+        media_timeout_s: float = 5.0,
     ) -> None:
         aiortc = _aiortc()
         self.session = session
         self.on_event = on_event
         self.connect_timeout_s = connect_timeout_s
+        self.media_timeout_s = media_timeout_s
+        self._last_frame_at = time.monotonic()
         self.failure = ""
         self.pc = aiortc.RTCPeerConnection()
         self.track = agent_audio_track(session)
@@ -211,6 +216,7 @@ class AgentCall:
             except aiortc.mediastreams.MediaStreamError:
                 self._own(self.close(), "close")
                 return
+            self._last_frame_at = time.monotonic()
             samples, rate = from_av_frame(frame)
             audio = AudioFrame(
                 turn=0, samples=samples, sample_rate_hz=rate, pts_samples=self._pts_in, capture_time=time.monotonic()
@@ -227,6 +233,16 @@ class AgentCall:
             self.failure = "never_connected"
             log.info("call ended: the peer did not connect within %.0f s", self.connect_timeout_s)
             self._own(self.close(), "close")
+            return
+        self._last_frame_at = time.monotonic()
+        while True:
+            silent_for = time.monotonic() - self._last_frame_at
+            if silent_for > self.media_timeout_s:
+                self.failure = "peer_silent"
+                log.info("call ended: no audio from the peer for %.1f s", silent_for)
+                self._own(self.close(), "close")
+                return
+            await asyncio.sleep(min(1.0, self.media_timeout_s / 4))
 
     async def _forward_events(self) -> None:
         async for event in self.session.events:

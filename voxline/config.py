@@ -118,7 +118,9 @@ class ServerConfig:
 
     ``max_calls`` caps live WebRTC voice calls (0 turns calls off and loads no agent
     models); past it a new offer gets HTTP 503 with ``Retry-After``.
-    ``call_connect_timeout_s`` ends a call whose peer never connects.
+    ``call_connect_timeout_s`` ends a call whose peer never connects,
+    ``call_media_timeout_s`` one whose peer's audio stopped arriving (gone without
+    hanging up).
     """
 
     host: str = "127.0.0.1"
@@ -126,6 +128,7 @@ class ServerConfig:
     max_sessions: int = 32
     max_calls: int = 4
     call_connect_timeout_s: float = 20.0
+    call_media_timeout_s: float = 5.0
     max_message_bytes: int = 1 << 20
     idle_timeout_s: float = 30.0
     drain_timeout_s: float = 15.0

@@ -84,8 +84,10 @@ class Events:
 
 @pytest.fixture(scope="module")
 def call_server(caption_engines: CaptionEngines, agent_engines: AgentEngines) -> Iterator[str]:
-    """A voxline server on loopback serving calls (limit 2, short connect timeout); its http:// URL."""
-    with running_server(caption_engines, agent_engines, max_calls=2, call_connect_timeout_s=3.0) as ws_url:
+    """A voxline server on loopback serving calls (limit 2, short timeouts); its http:// URL."""
+    with running_server(
+        caption_engines, agent_engines, max_calls=2, call_connect_timeout_s=3.0, call_media_timeout_s=2.0
+    ) as ws_url:
         yield ws_url.replace("ws://", "http://")
 
 
@@ -257,3 +259,18 @@ async def test_a_peer_that_never_connects_is_dropped_after_the_connect_timeout(c
     assert (await health(call_server))["calls"] == 1
     state = await until_no_calls(call_server, within_s=10)
     assert state["calls"] == 0 and state["graphs"] == 0
+
+
+async def test_a_peer_whose_audio_stops_without_hanging_up_is_ended_after_the_media_timeout(call_server: str) -> None:
+    client = CallClient(call_server, ClipMicrophone())
+    await client.connect()
+    try:
+        await asyncio.sleep(0.5)
+        assert (await health(call_server))["calls"] == 1
+        client.mic.stop()  # a frozen tab: the connection stays up, no audio comes
+        stopped = time.monotonic()
+        state = await until_no_calls(call_server, within_s=8)
+        assert state["calls"] == 0 and state["graphs"] == 0
+        assert time.monotonic() - stopped < 5.0  # the 2 s media timeout, not ICE's ~30 s
+    finally:
+        await client.close()
