@@ -37,6 +37,11 @@ with user audio synthesized by the packaged Piper voice.
 The last line of stdout is one JSON object.
 
     python bench/agent.py --json [--turns 8] [--bargeins 9] [--echo]
+
+With ``--url http://HOST:PORT [--calls N]`` it runs none of the above: real WebRTC
+calls to a running ``voxline serve`` instead, described in ``bench/agent_calls.py``.
+
+    python bench/agent.py --url http://127.0.0.1:8765 --calls 4 --turns 4 --bargeins 0 --json
 """
 
 from __future__ import annotations
@@ -306,7 +311,17 @@ async def main() -> None:
     parser.add_argument("--no-pauses", action="store_true", help="skip the mid-sentence pause phase")
     parser.add_argument("--pause-s", type=float, default=0.7, help="the thinking pause inside each paused utterance")
     parser.add_argument("--json", action="store_true", help="print only the JSON summary line")
+    parser.add_argument("--url", help="call a running server (http://HOST:PORT) over WebRTC instead (agent_calls.py)")
+    parser.add_argument("--calls", type=int, default=1, help="with --url: N calls at once")
     args = parser.parse_args()
+    if args.url:
+        from agent_calls import run_calls
+
+        print(json.dumps(await run_calls(
+            args.url, calls=args.calls, turns=args.turns, bargeins=args.bargeins, questions=QUESTIONS,
+            story=STORY, interruptions=INTERRUPTIONS, verbose=not args.json,
+        )))
+        return
     config = load_config()
     engines = await AgentEngines.load(config)
     started = time.process_time(), time.monotonic()

@@ -24,7 +24,13 @@ import numpy as np
 import numpy.typing as npt
 
 from voxline.errors import VoxlineError
-from voxline.stream.webrtc_call import FRAME_SAMPLES, WEBRTC_RATE_HZ, from_av_frame, to_av_frame
+from voxline.stream.webrtc_call import (
+    FRAME_SAMPLES,
+    WEBRTC_RATE_HZ,
+    from_av_frame,
+    release_audio_on_arrival,
+    to_av_frame,
+)
 
 FloatAudio = npt.NDArray[np.float32]
 ReadAudio = Callable[[int], FloatAudio]
@@ -99,6 +105,7 @@ class CallClient:
         self.pc = aiortc.RTCPeerConnection()
         self.mic = microphone_track(microphone)
         self.pc.addTrack(self.mic)
+        release_audio_on_arrival(self.pc)  # the caller's speaker buffer smooths playback instead
         self.channel = self.pc.createDataChannel("events")
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(max_events)
         self.events_dropped = 0

@@ -1,14 +1,16 @@
 """The embedded LLM engine: SmolLM2-135M-Instruct (GGUF) on llama.cpp, streaming, cancellable.
 
-``LlamaEngine`` is shared by every session of a process. One worker thread (with
-``n_threads`` llama.cpp threads) serves up to ``slots`` replies at once, each on its
-own model context (the weights are memory-mapped once and shared), stepping them a
-token at a time:
+``LlamaEngine`` is shared by every session of a process. ``workers`` threads (each
+with ``n_threads`` llama.cpp threads) serve up to ``slots`` replies at once, each on
+its own model context (the weights are memory-mapped once and shared); a worker owns
+``slots / workers`` of the contexts and steps its replies a token at a time:
 
-- a reply that has made fewer than ``FIRST_TOKENS`` tokens goes first (oldest first),
-  because its first clause is what a user is waiting to hear;
-- the others take turns, one token each; a reply is spoken far slower than it is
-  generated, so sharing the thread costs them nothing audible.
+- earliest deadline first: a reply's deadline is when its listener runs out of audio,
+  which the caller updates (``TokenStream.needed_by``) as it queues speech; a new
+  reply is due at once, so its first clause is what the thread makes next;
+- a reply whose caller gives no deadline counts as due when it started while it is
+  on its first ``FIRST_TOKENS`` tokens, and 0.3 s later for each token after that
+  (about what a token takes to say), so replies share the thread without starving.
 
 A request arriving while every slot is busy waits, first in, first out. Tokens stream
 back to the caller's event loop as they are made; a caller that stops reading
@@ -32,7 +34,6 @@ module needs the ``llm`` CLI).
 from __future__ import annotations
 
 import asyncio
-import collections
 import importlib.util
 import queue
 import threading
@@ -49,6 +50,7 @@ from voxline.models.registry import ModelNotFoundError
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 FIRST_TOKENS = 8
 """Tokens a reply gets ahead of the others: about its first clause (4 words and 2 more)."""
+_SPOKEN_S_PER_TOKEN = 0.3
 _STREAM_QUEUE = 256
 _CLOSE_TIMEOUT_S = 10.0
 
@@ -91,6 +93,7 @@ class _Request:
     out: asyncio.Queue[str | BaseException | None]
     stats: GenerationStats = field(default_factory=GenerationStats)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    deadline: float | None = None  # time.monotonic(); set from the caller's loop, read by the worker
 
 
 class TokenStream(EngineStream[str]):
@@ -109,6 +112,10 @@ class TokenStream(EngineStream[str]):
         """The whole reply (reads the stream to its end)."""
         return "".join([piece async for piece in self])
 
+    def needed_by(self, deadline: float) -> None:
+        """The listener runs out of audio at ``deadline`` (``time.monotonic()``): schedule by it."""
+        self._request.deadline = deadline
+
 
 class LlamaEngine:
     """SmolLM2 (or any GGUF chat model) on llama.cpp, shared by all sessions.
@@ -116,7 +123,9 @@ class LlamaEngine:
     ``n_threads`` is the worker's llama.cpp thread budget: on two cores, one thread
     keeps the recogniser and the network stack responsive (a measurement with two
     threads spun both cores and tripled turn latency under load). ``slots`` replies
-    are generated at once, interleaved on that one thread.
+    are generated at once, interleaved on ``workers`` threads. Two single-threaded
+    workers do not wait on each other; one worker with two llama.cpp threads does, at
+    every layer, and stalls whenever the recogniser takes a core.
     """
 
     def __init__(
@@ -126,15 +135,17 @@ class LlamaEngine:
         n_threads: int = 1,
         n_ctx: int = 2048,
         slots: int = 1,
+        workers: int = 1,
         draft: str | None = None,
         draft_tokens: int = 10,
     ) -> None:
-        if slots < 1:
-            raise ValueError(f"slots must be at least 1, got {slots}")
+        if not 1 <= workers <= slots:
+            raise ValueError(f"need 1 <= workers <= slots, got {workers} workers for {slots} slots")
         self.model_path = model_path
         self.n_threads = n_threads
         self.n_ctx = n_ctx
         self.slots = slots
+        self.workers = workers
         self.draft = draft
         self.draft_tokens = draft_tokens
         self._requests: queue.Queue[_Request | None] = queue.Queue()
@@ -150,9 +161,12 @@ class LlamaEngine:
             return
         models = await asyncio.to_thread(lambda: [self._load() for _ in range(self.slots)])
         self._models = [_Slot(model) for model in models]
-        thread = threading.Thread(target=self._work, name="voxline-llm", daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        for i in range(self.workers):
+            thread = threading.Thread(
+                target=self._work, args=(self._models[i :: self.workers],), name=f"voxline-llm-{i}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
 
     def _load(self) -> Any:
         try:
@@ -186,6 +200,13 @@ class LlamaEngine:
                 raise EngineError(f"LLM worker did not stop within {_CLOSE_TIMEOUT_S} s")
             self._threads.remove(thread)
         self._models = []
+        while True:  # requests no worker took: end their streams
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                break
+            if request is not None:
+                self._send(request, None)
 
     def stream(
         self, messages: Sequence[dict[str, str]], *, max_tokens: int = 128, temperature: float = 0.0
@@ -211,42 +232,34 @@ class LlamaEngine:
         except RuntimeError:
             request.cancelled.set()  # the caller's loop is gone: nobody is listening
 
-    def _work(self) -> None:
-        waiting: collections.deque[_Request] = collections.deque()
+    def _work(self, slots: list[_Slot]) -> None:
         running: list[_Generation] = []
         stopping = False
         while not stopping or running:
-            try:
-                item = self._requests.get(block=not running and not waiting)
-                while True:
-                    if item is None:
-                        stopping = True
-                    else:
-                        waiting.append(item)
-                    item = self._requests.get_nowait()
-            except queue.Empty:
-                pass
-            if stopping:
-                for request in waiting:
+            # Take requests only while a slot is free: the rest wait in the shared queue
+            # for whichever worker frees one first.
+            while not stopping and len(running) < len(slots):
+                try:
+                    request = self._requests.get(block=not running)
+                except queue.Empty:
+                    break
+                if request is None:
+                    stopping = True
+                elif request.cancelled.is_set():
                     self._send(request, None)
-                waiting.clear()
-            while waiting and len(running) < len(self._models):
-                request = waiting.popleft()
-                if request.cancelled.is_set():
-                    self._send(request, None)
-                    continue
-                running.append(self._begin(request, [g.slot for g in running]))
+                else:
+                    running.append(self._begin(request, slots, [g.slot for g in running]))
             if running:
                 generation = min(running, key=_Generation.priority)
                 if not self._step(generation):
                     running.remove(generation)
 
-    def _begin(self, request: _Request, busy: list[_Slot]) -> _Generation:
-        free = [slot for slot in self._models if slot not in busy]
+    def _begin(self, request: _Request, slots: list[_Slot], busy: list[_Slot]) -> _Generation:
+        free = [slot for slot in slots if slot not in busy]
         slot = max(free, key=lambda s: (s.shared_messages(request.messages), -s.last_used))
         slot.messages = request.messages
         slot.last_used = time.monotonic()
-        return _Generation(request, slot, time.perf_counter())
+        return _Generation(request, slot, time.perf_counter(), time.monotonic())
 
     def _step(self, generation: _Generation) -> bool:
         """Make one token of ``generation``; False once it is over (done, cancelled or failed)."""
@@ -307,16 +320,18 @@ class _Generation:
 
     request: _Request
     slot: _Slot
-    started: float
+    started: float  # time.perf_counter(), for the stats
+    admitted: float  # time.monotonic(), for deadlines
     chunks: Any = None
     steps: int = 0
-    last_step: int = 0
 
-    def priority(self) -> tuple[bool, float]:
-        """Sort key: replies still on their first tokens first (oldest first), then round robin."""
-        if self.request.stats.completion_tokens < FIRST_TOKENS:
-            return (False, self.started)
-        return (True, float(self.steps))
+    def priority(self) -> float:
+        """Sort key: the reply's deadline (``time.monotonic()``); the earliest is stepped next."""
+        deadline = self.request.deadline
+        if deadline is not None:
+            return deadline
+        extra = max(0, self.request.stats.completion_tokens - FIRST_TOKENS + 1)
+        return self.admitted + _SPOKEN_S_PER_TOKEN * extra
 
     def close(self) -> None:
         """Free the slot's generator (llama.cpp state stays for prefix reuse)."""

@@ -254,6 +254,9 @@ class ChatCompletionStream:
             finally:
                 self._reading = False
 
+    def needed_by(self, deadline: float) -> None:
+        """Ignored: the remote server schedules its own requests."""
+
     async def aclose(self) -> None:
         """Stop the reply and close its HTTP response. Idempotent."""
         self._end(cancelled=True)

@@ -57,6 +57,8 @@ class ClauseRules:
     words even without punctuation, once two more words have followed (so a short
     sentence stays whole), and speech starts before a long first sentence is complete
     (a voice agent's time to first audio; the prosody break is small).
+    ``second_max_words`` (0: off) does the same for the second clause, so that its text
+    and speech are ready before the short first clause has finished playing.
     ``max_chars``: the longest clause (characters); a longer run is cut at its last
     space. ``abbreviations``: lower-cased words ending in a period that do not end
     a sentence.
@@ -65,6 +67,7 @@ class ClauseRules:
     first_min_words: int = 3
     min_words: int = 6
     first_max_words: int = 0
+    second_max_words: int = 0
     max_chars: int = 200
     abbreviations: frozenset[str] = DEFAULT_ABBREVIATIONS
 
@@ -142,12 +145,12 @@ class ClauseChunker:
                     return end
             elif len(held[:end].split()) >= min_words:
                 return end
-        first_max = self.rules.first_max_words
-        if self._emitted == 0 and first_max > 0:
+        most = {0: self.rules.first_max_words, 1: self.rules.second_max_words}.get(self._emitted, 0)
+        if most > 0:
             spaces = [i for i, c in enumerate(held) if c == " "]
             # Two more whole words must follow, so a short sentence is not cut before its last word.
-            if len(spaces) >= first_max + 2 and spaces[first_max - 1] <= max_chars:
-                return spaces[first_max - 1]
+            if len(spaces) >= most + 2 and spaces[most - 1] <= max_chars:
+                return spaces[most - 1]
         if len(held.rstrip(" ")) <= max_chars:
             return None
         space = held.rfind(" ", 0, max_chars + 1)

@@ -73,6 +73,14 @@ class ReplyStream(Protocol):
         """Stop the reply; pieces not yet read are dropped."""
         ...
 
+    def needed_by(self, deadline: float) -> None:
+        """A hint: the listener runs out of audio at ``deadline`` (``time.monotonic()``).
+
+        A shared engine serves the reply whose listener runs dry first; an engine
+        without a scheduler ignores it.
+        """
+        ...
+
 
 class ChatEngine(Protocol):
     """A shared, streaming chat model (``LlamaEngine`` in-process, ``OpenAIChatEngine`` remote)."""

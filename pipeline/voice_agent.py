@@ -53,6 +53,8 @@ FloatAudio = npt.NDArray[np.float32]
 
 _LEADING_SILENCE = 0.01  # amplitude under which a reply's first samples are trimmed
 _CLOCK_HISTORY = 400  # audio frames remembered for mapping media time to wall time
+_NEXT_CLAUSE_MARGIN_S = 1.0
+"""Time a next clause takes, text then speech, under load: its LLM deadline is this early."""
 _CLOSE_TIMEOUT_S = 5.0
 
 
@@ -67,7 +69,7 @@ class AgentSettings:
     barge_in: BargeInSettings = field(default_factory=lambda: BargeInSettings(min_speech_ms=0.0))
     noise_resume_ms: float = 500.0
     final_wait_ms: float = 1500.0
-    clause_rules: ClauseRules = field(default_factory=lambda: ClauseRules(first_max_words=4))
+    clause_rules: ClauseRules = field(default_factory=lambda: ClauseRules(first_max_words=4, second_max_words=8))
     max_queued_audio_s: float = 60.0
 
 
@@ -310,6 +312,8 @@ class VoiceAgent:
                     reply.text += piece
                     for clause in chunker.push(piece):
                         await self._speak(reply, clause)
+                        # The next clause is needed (text, then speech) before this runs out.
+                        stream.needed_by(time.monotonic() + self.playout.queued_s - _NEXT_CLAUSE_MARGIN_S)
             finally:
                 await stream.aclose()
             for clause in chunker.flush():

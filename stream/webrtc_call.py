@@ -56,6 +56,53 @@ def _aiortc() -> Any:
     return aiortc
 
 
+def release_audio_on_arrival(pc: Any) -> int:
+    """Make ``pc``'s audio receivers pass each packet on as it arrives; how many changed.
+
+    aiortc fixes the audio receiver's jitter buffer at 4 frames of prefetch, and even
+    without prefetch a frame leaves only when the next packet shows it is complete:
+    80 ms (or 20 ms) of delay on every inbound frame, with no option to change it. An
+    Opus RTP packet is a whole 20 ms frame, so nothing is gained by waiting. On the
+    server the inbound audio feeds the recogniser, which needs no smooth timing; a
+    client (``CallClient``) smooths playback in its own speaker buffer. Packets that
+    arrive late (behind one already passed on) are dropped.
+
+    Reaches into aiortc's receiver (a private attribute, checked for; aiortc is pinned
+    below 2; if it is gone the default buffer stays and 0 is returned). Call before any
+    media arrives (right after the transceivers exist).
+    """
+    from aiortc.jitterbuffer import JitterBuffer
+
+    changed = 0
+    attribute = "_RTCRtpReceiver__jitter_buffer"
+    for transceiver in pc.getTransceivers():
+        current = getattr(transceiver.receiver, attribute, None)
+        if transceiver.kind == "audio" and type(current) is JitterBuffer:
+            setattr(transceiver.receiver, attribute, _arrival_order_buffer())
+            changed += 1
+    return changed
+
+
+def _arrival_order_buffer() -> Any:
+    from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+
+    class ArrivalOrderBuffer(JitterBuffer):
+        """A whole audio frame per packet, released at once; late packets dropped."""
+
+        def __init__(self) -> None:
+            super().__init__(capacity=16)
+            self._next: int | None = None
+
+        def add(self, packet: Any) -> tuple[bool, Any]:
+            sequence = packet.sequence_number
+            if self._next is not None and (sequence - self._next) % 65536 >= 32768:
+                return False, None  # behind what was already passed on
+            self._next = (sequence + 1) % 65536
+            return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+
+    return ArrivalOrderBuffer()
+
+
 def to_av_frame(samples: FloatAudio, pts: int) -> Any:
     """A 48 kHz mono s16 ``av.AudioFrame`` of float32 ``samples`` in [-1, 1] at ``pts``."""
     import av
@@ -205,6 +252,7 @@ class AgentCall:
         self._own(self._forward_events(), "events")
         self._own(self._connect_watchdog(), "watchdog")
         await self.pc.setRemoteDescription(aiortc.RTCSessionDescription(sdp=sdp, type=kind))
+        release_audio_on_arrival(self.pc)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return {"sdp": self.pc.localDescription.sdp, "type": self.pc.localDescription.type}
 

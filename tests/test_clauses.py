@@ -159,3 +159,10 @@ def test_first_max_words_waits_for_two_more_whole_words() -> None:
 def test_first_max_words_keeps_a_short_sentence_whole() -> None:
     chunker = ClauseChunker(ClauseRules(first_max_words=4))
     assert chunker.push("It is ten past five. ") == ["It is ten past five."]
+
+
+def test_second_clause_is_cut_after_second_max_words_and_later_ones_are_not() -> None:
+    chunker = ClauseChunker(ClauseRules(first_max_words=2, second_max_words=3))
+    text = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen."
+    clauses = [c for word in text.split() for c in chunker.push(word + " ")] + chunker.flush()
+    assert clauses == ["one two", "three four five", "six seven eight nine ten eleven twelve thirteen fourteen."]

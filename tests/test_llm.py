@@ -79,6 +79,25 @@ async def test_a_new_reply_gets_its_first_words_while_a_long_one_is_still_genera
     assert short.stats.first_token_ms is not None and short.stats.first_token_ms < 1000
 
 
+async def test_the_reply_whose_listener_runs_dry_first_is_generated_first() -> None:
+    engine = LlamaEngine(slots=2)
+    await engine.start()
+    try:
+        ahead = engine.stream(ask("Tell me a long story about a dragon and a knight."), max_tokens=200)
+        async for _ in ahead:
+            break
+        ahead.needed_by(time.monotonic() + 30.0)  # its listener has 30 s of speech queued
+        await asyncio.sleep(0.05)
+        before = ahead.stats.completion_tokens
+        due_now = await engine.stream(ask("Name a fruit."), max_tokens=16).text()
+        during = ahead.stats.completion_tokens - before
+        await ahead.aclose()
+    finally:
+        await engine.close()
+    assert due_now.strip()
+    assert during <= 2, f"the reply with 30 s in hand made {during} tokens while the due one ran"
+
+
 async def test_prompt_lookup_drafting_keeps_the_greedy_reply_unchanged() -> None:
     messages = ask("Repeat after me exactly: the quick brown fox jumps over the lazy dog.")
     plain, drafted = LlamaEngine(), LlamaEngine(draft="prompt_lookup")

@@ -72,6 +72,9 @@ class FakeReplyStream:
     def read_to_end(self) -> bool:
         return not self._script
 
+    def needed_by(self, deadline: float) -> None:
+        self.deadline = deadline
+
     def __aiter__(self) -> FakeReplyStream:
         return self
 

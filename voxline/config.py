@@ -58,8 +58,9 @@ class LlmConfig:
     path) or ``remote`` (an OpenAI-compatible ``base_url`` such as
     ``http://127.0.0.1:8080/v1``, ``model`` its model name, the key read from the
     environment variable named by ``api_key_env``). ``n_threads`` is the embedded
-    model's thread budget; ``slots`` the replies it generates at once (interleaved on
-    that budget, first clauses first); ``draft`` is ``prompt_lookup`` or ``none``. ``max_concurrent``
+    model's thread budget per worker; ``slots`` the replies it generates at once,
+    interleaved (the one whose listener runs dry first goes first) on ``workers``
+    threads; ``draft`` is ``prompt_lookup`` or ``none``. ``max_concurrent``
     replies go to a remote server at once (llama-cpp-python's server cuts overlapping
     replies short unless started with ``--interrupt_requests False``).
     """
@@ -71,6 +72,7 @@ class LlmConfig:
     n_threads: int = 1
     n_ctx: int = 2048
     slots: int = 4
+    workers: int = 1
     draft: str = "none"
     timeout_s: float = 30.0
     max_concurrent: int = 1
@@ -82,7 +84,7 @@ class TtsConfig:
 
     voice: str = ""
     cpu_threads: int = 1
-    workers: int = 1
+    workers: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +108,7 @@ class AgentConfig:
     history_tokens: int = 1024
     complete_wait_ms: float = 0.0
     incomplete_wait_ms: float = 900.0
-    bargein_min_speech_ms: float = 96.0
+    bargein_min_speech_ms: float = 64.0
     max_backchannel_ms: float = 1500.0
     extra_backchannels: str = ""
     echo_cancel: bool = True

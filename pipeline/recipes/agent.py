@@ -48,7 +48,9 @@ def load_chat_engine(config: Config) -> ChatEngine:
     llm = config.llm
     if llm.backend == "embedded":
         draft = None if llm.draft in ("", "none") else llm.draft
-        return LlamaEngine(llm.model or None, n_threads=llm.n_threads, n_ctx=llm.n_ctx, slots=llm.slots, draft=draft)
+        return LlamaEngine(
+            llm.model or None, n_threads=llm.n_threads, n_ctx=llm.n_ctx, slots=llm.slots, workers=llm.workers, draft=draft
+        )
     if llm.backend == "remote":
         if not llm.base_url:
             raise ConfigError("llm.backend = 'remote' needs llm.base_url (e.g. http://127.0.0.1:8080/v1)")

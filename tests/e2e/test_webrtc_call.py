@@ -111,3 +111,27 @@ async def test_a_peer_asks_over_webrtc_and_hears_the_answer(agent_engines: Agent
     await asyncio.sleep(0.1)
     leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and "voxline" in t.get_name()]
     assert not leftover
+
+
+async def test_inbound_audio_frames_are_released_as_they_arrive() -> None:
+    from aiortc.rtp import RtpPacket
+
+    from voxline.stream.webrtc_call import release_audio_on_arrival
+
+    pc = aiortc.RTCPeerConnection()
+    pc.addTransceiver("audio")
+    try:
+        assert release_audio_on_arrival(pc) == 1
+        assert release_audio_on_arrival(pc) == 0  # already replaced
+        buffer = pc.getTransceivers()[0].receiver._RTCRtpReceiver__jitter_buffer
+
+        def packet(sequence: int) -> RtpPacket:
+            p = RtpPacket(sequence_number=sequence, timestamp=sequence * 960)
+            p._data = bytes([sequence % 256])
+            return p
+
+        released = [buffer.add(packet(n))[1] for n in (65534, 65535, 0, 2, 1, 3)]
+    finally:
+        await pc.close()
+    # In order (across the wrap) at once; 1 came after 2 was passed on: dropped.
+    assert [f.data[0] if f else None for f in released] == [254, 255, 0, 2, None, 3]
