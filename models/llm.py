@@ -125,7 +125,10 @@ class LlamaEngine:
     threads spun both cores and tripled turn latency under load). ``slots`` replies
     are generated at once, interleaved on ``workers`` threads. Two single-threaded
     workers do not wait on each other; one worker with two llama.cpp threads does, at
-    every layer, and stalls whenever the recogniser takes a core.
+    every layer, and stalls whenever the recogniser takes a core. ``n_threads_batch``
+    (default ``n_threads``) threads evaluate a prompt: on an idle machine two make the
+    first token 1.7x sooner (70 ms instead of 120 ms), but with four calls at once the
+    median first token went from 189 to 319 ms, so the config keeps one.
     """
 
     def __init__(
@@ -133,6 +136,7 @@ class LlamaEngine:
         model_path: str | None = None,
         *,
         n_threads: int = 1,
+        n_threads_batch: int | None = None,
         n_ctx: int = 2048,
         slots: int = 1,
         workers: int = 1,
@@ -143,6 +147,7 @@ class LlamaEngine:
             raise ValueError(f"need 1 <= workers <= slots, got {workers} workers for {slots} slots")
         self.model_path = model_path
         self.n_threads = n_threads
+        self.n_threads_batch = n_threads_batch or n_threads
         self.n_ctx = n_ctx
         self.slots = slots
         self.workers = workers
@@ -183,7 +188,7 @@ class LlamaEngine:
         path = self.model_path or smollm2_path()
         try:
             return Llama(
-                model_path=path, n_ctx=self.n_ctx, n_threads=self.n_threads, n_threads_batch=self.n_threads,
+                model_path=path, n_ctx=self.n_ctx, n_threads=self.n_threads, n_threads_batch=self.n_threads_batch,
                 draft_model=draft_model, verbose=False,
             )
         except Exception as exc:  # llama.cpp raises ValueError/RuntimeError for bad files

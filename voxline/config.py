@@ -58,7 +58,8 @@ class LlmConfig:
     path) or ``remote`` (an OpenAI-compatible ``base_url`` such as
     ``http://127.0.0.1:8080/v1``, ``model`` its model name, the key read from the
     environment variable named by ``api_key_env``). ``n_threads`` is the embedded
-    model's thread budget per worker; ``slots`` the replies it generates at once,
+    model's thread budget per worker while generating (``n_threads_batch`` while
+    reading a prompt); ``slots`` the replies it generates at once,
     interleaved (the one whose listener runs dry first goes first) on ``workers``
     threads; ``draft`` is ``prompt_lookup`` or ``none``. ``max_concurrent``
     replies go to a remote server at once (llama-cpp-python's server cuts overlapping
@@ -70,6 +71,7 @@ class LlmConfig:
     base_url: str = ""
     api_key_env: str = "OPENAI_API_KEY"
     n_threads: int = 1
+    n_threads_batch: int = 1
     n_ctx: int = 2048
     slots: int = 4
     workers: int = 1

@@ -49,7 +49,8 @@ def load_chat_engine(config: Config) -> ChatEngine:
     if llm.backend == "embedded":
         draft = None if llm.draft in ("", "none") else llm.draft
         return LlamaEngine(
-            llm.model or None, n_threads=llm.n_threads, n_ctx=llm.n_ctx, slots=llm.slots, workers=llm.workers, draft=draft
+            llm.model or None, n_threads=llm.n_threads, n_threads_batch=llm.n_threads_batch, n_ctx=llm.n_ctx,
+            slots=llm.slots, workers=llm.workers, draft=draft,
         )
     if llm.backend == "remote":
         if not llm.base_url:
