@@ -18,7 +18,9 @@ Each call runs two phases, one after the other, on one connection:
    starts 0.6 s after the server's ``agent_done`` for the reply. A question with no
    ``agent_done`` 30 s after its end is unanswered; the script then waits (at most
    10 s) for the agent to go quiet and goes on.
-2. **Barge-in** (``--bargeins B``). B trials. Each asks for the bench's story. 1 s
+2. **Barge-in** (``--bargeins B``). B trials. Each asks for a story (the bench's,
+   then others, in turn: the same request again gets a copy of the words heard the
+   last time, which the small model may end at once). 1 s
    after the first loud frame of the reply is received, the user says a real
    interruption (no silence added before Piper's own), cycling through the bench's
    list. Then the script waits until the agent is quiet: every reply the server
@@ -68,7 +70,11 @@ Figures, over every call:
   while the user spoke over it. Trials where it never did have no figure.
 - ``interruptions_stopped``: the fraction of trials whose story reply (the last reply
   whose audio had started before the interruption) got an ``interrupted`` event.
-  ``bargeins``: the trials run.
+  ``bargeins``: the trials counted. ``bargeins_void``: trials left out of both
+  figures because the story reply had already ended (its ``agent_done`` arrived)
+  before the interruption began: nothing was left to stop. The small model sometimes
+  answers a repeated request with just the words of its earlier, interrupted answer
+  (the history holds only what was heard), which can end within a second.
 - ``calls``, ``refused`` (503), ``failed`` (other errors, listed in ``errors``).
 - ``cpu_util``: the machine's CPU utilization over the run, from ``/proc/stat``, as a
   fraction (0–1) of all cores. The server and this client share the machine when
@@ -115,6 +121,11 @@ MIN_STOP_RUN_S = 0.3
 STALL_S = 0.1
 MAX_START_DELAY_S = 0.5
 CONNECT_TIMEOUT_S = 20.0
+MORE_STORIES = (
+    "Tell me a long story about a pirate ship in a storm.",
+    "Tell me a long story about a robot who learns to paint.",
+    "Tell me a long story about a lost puppy in a big city.",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +336,7 @@ class BargeOutcome:
 
     stop_ms: float | None
     stopped: bool
+    void: bool = False  # the story reply had already ended when the user spoke: nothing to stop
 
 
 @dataclass(slots=True)
@@ -343,11 +355,12 @@ class ScriptedCall:
     """One caller: connects, runs the turns then the barge-in trials, hangs up."""
 
     def __init__(
-        self, url: str, questions: Sequence[Utterance], story: Utterance, interruptions: Sequence[Utterance]
+        self, url: str, questions: Sequence[Utterance], stories: Sequence[Utterance],
+        interruptions: Sequence[Utterance],
     ) -> None:
         self.url = url
         self.questions = questions
-        self.story = story
+        self.stories = stories
         self.interruptions = interruptions
         self.mic = ScriptedMicrophone()
         self.log = CallLog()
@@ -368,7 +381,8 @@ class ScriptedCall:
                 for interruption in self.interruptions:
                     if self.log.hung_up:
                         break
-                    self.report.barges.append(await self._barge_in(interruption))
+                    story = self.stories[len(self.report.barges) % len(self.stories)]
+                    self.report.barges.append(await self._barge_in(story, interruption))
                 if self.log.hung_up:
                     self.report.error = "the server ended the call early"
             finally:
@@ -416,9 +430,9 @@ class ScriptedCall:
             playing=None if first is None else (first, log.done_at[reply]),
         )
 
-    async def _barge_in(self, interruption: Utterance) -> BargeOutcome:
+    async def _barge_in(self, story_request: Utterance, interruption: Utterance) -> BargeOutcome:
         log = self.log
-        spoken = await self._say(self.story)
+        spoken = await self._say(story_request)
         if not await log.until(lambda: log.last_loud_at > spoken.end, TURN_TIMEOUT_S):
             await log.until(lambda: log.quiet(spoken.end, 0.0), SETTLE_TIMEOUT_S)
             return BargeOutcome(None, False)
@@ -428,9 +442,11 @@ class ScriptedCall:
         await log.until(lambda: log.quiet(barge.end, BARGE_SETTLE_S), TURN_TIMEOUT_S)
         stop = log.stop_after(barge.onset, barge.end)
         story = [r for r, at in log.audio_started_at.items() if spoken.end <= at <= barge.onset]
+        ended_before = bool(story) and log.done_at.get(max(story), float("inf")) <= barge.onset
         return BargeOutcome(
             None if stop is None else (stop - barge.onset) * 1000,
             bool(story) and max(story) in log.interrupted,
+            void=ended_before,
         )
 
 
@@ -475,7 +491,8 @@ def summarize(reports: list[CallReport], *, cpu_util: float | None, client_cpu_u
         any(t.playing is not None and t.playing[0] <= start <= t.playing[1] for t in r.turns)
         for r in reports for start, _ in r.stalls
     )
-    barges = [b for r in reports for b in r.barges]
+    every_barge = [b for r in reports for b in r.barges]
+    barges = [b for b in every_barge if not b.void]
     return {
         "v2v_ms": _pct([t.v2v_ms for t in answered if t.v2v_ms is not None]),
         "server_v2v_ms": _pct([t.server_v2v_ms for t in answered if t.server_v2v_ms is not None]),
@@ -490,6 +507,7 @@ def summarize(reports: list[CallReport], *, cpu_util: float | None, client_cpu_u
         "bargein_stop_ms": _pct([b.stop_ms for b in barges if b.stop_ms is not None]),
         "interruptions_stopped": round(sum(b.stopped for b in barges) / len(barges), 3) if barges else None,
         "bargeins": len(barges),
+        "bargeins_void": len(every_barge) - len(barges),
         "calls": len(reports),
         "refused": sum(r.refused for r in reports),
         "failed": sum(bool(r.error) and not r.refused for r in reports),
@@ -504,7 +522,8 @@ async def run_calls(
     interruptions: Sequence[str], seed: int = 0, verbose: bool = False,
 ) -> dict[str, Any]:
     """Run ``calls`` scripted calls at once against ``url``; the summary of ``summarize``."""
-    asked = sorted({*(questions[i % len(questions)] for i in range(calls + turns)), story})
+    stories = [story, *MORE_STORIES]
+    asked = sorted({*(questions[i % len(questions)] for i in range(calls + turns)), *stories})
     said = {text: await asyncio.to_thread(Utterance.speak, text, LEAD_SILENCE_S) for text in asked}
     said |= {text: await asyncio.to_thread(Utterance.speak, text) for text in interruptions}
     rng = random.Random(seed)
@@ -512,7 +531,7 @@ async def run_calls(
         ScriptedCall(
             url,
             [said[questions[(k + i) % len(questions)]] for i in range(turns)],
-            said[story],
+            [said[text] for text in stories],
             [said[interruptions[i % len(interruptions)]] for i in range(bargeins)],
         )
         for k in range(calls)
@@ -528,7 +547,10 @@ async def run_calls(
         for k, report in enumerate(reports):
             print(f"call {k}: user finals {report.user_finals}", file=sys.stderr)
             for barge in report.barges:
-                print(f"call {k}: barge-in stop {barge.stop_ms} ms, interrupted {barge.stopped}", file=sys.stderr)
+                print(
+                    f"call {k}: barge-in stop {barge.stop_ms} ms, interrupted {barge.stopped}, void {barge.void}",
+                    file=sys.stderr,
+                )
     result = summarize(
         reports,
         cpu_util=round((busy1 - busy0) / (total1 - total0), 3) if total1 > total0 else None,
