@@ -59,6 +59,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from percentiles import p50_p95
+
 from voxline.clients.agent_runner import PacedAgentLoop, SpeakOverAgent, TurnTakingUser
 from voxline.config import Config, load_config
 from voxline.models.llm import LlamaEngine
@@ -98,16 +100,6 @@ def _trimmed(audio: np.ndarray) -> np.ndarray:
     """``audio`` without Piper's leading and trailing silence (so a pause is exactly as long as set)."""
     loud = np.flatnonzero(np.abs(audio) > LOUD)
     return audio[loud[0] : loud[-1] + 1] if len(loud) else audio
-
-
-def _pct(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None}
-    ordered = sorted(values)
-    return {
-        "p50": round(statistics.median(ordered), 1),
-        "p95": round(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))], 1),
-    }
 
 
 def _noise_burst(seconds: float, seed: int) -> np.ndarray:
@@ -166,10 +158,10 @@ async def run_turns(engines: AgentEngines, turns: int, *, echo: bool) -> dict[st
     gaps = [e.get("gap_ms", 0.0) for e in loop.events if e["type"] == "agent_done" and e.get("text")]
     prompts = [m for m in session.agent.conversation.messages()]
     return {
-        "v2v_ms": _pct(v2v),
+        "v2v_ms": p50_p95(v2v),
         "v2v_all": v2v,
         "breakdown_ms": {k: round(statistics.median(v), 1) for k, v in spans.items()},
-        "agent_v2v_ms": _pct([e["v2v_ms"] for e in latencies if e["v2v_ms"] is not None]),
+        "agent_v2v_ms": p50_p95([e["v2v_ms"] for e in latencies if e["v2v_ms"] is not None]),
         "turns": turns,
         "answered": answered,
         "audio_gap_ms": {"replies_with_gap": sum(g > 0 for g in gaps), "max": max(gaps, default=0.0)},
@@ -219,7 +211,7 @@ async def run_bargeins(engines: AgentEngines, trials: int, *, echo: bool) -> dic
         outcome[kind].append(interrupted if kind == "interrupt" else kept_on)
     frac = {k: (round(sum(v) / len(v), 3) if v else None) for k, v in outcome.items()}
     return {
-        "bargein_pause_ms": _pct(pauses),
+        "bargein_pause_ms": p50_p95(pauses),
         "backchannel_resumed": frac["backchannel"],
         "noise_resumed": frac["noise"],
         "interruptions_stopped": frac["interrupt"],
@@ -343,7 +335,7 @@ async def main() -> None:
             for run in runs:
                 v2v_all += run["v2v_all"]
             result["concurrent"] = {
-                "sessions": args.sessions, "v2v_ms": _pct(v2v_all),
+                "sessions": args.sessions, "v2v_ms": p50_p95(v2v_all),
                 "answered": sum(r["answered"] for r in runs), "turns": args.turns * args.sessions,
             }
         if not args.no_pauses:

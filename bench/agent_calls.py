@@ -99,6 +99,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import soxr
+from percentiles import p50_p95
 
 from voxline.clients.webrtc_client import CallClient, CallRefusedError
 from voxline.errors import VoxlineError
@@ -450,16 +451,6 @@ class ScriptedCall:
         )
 
 
-def _pct(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None}
-    ordered = sorted(values)
-    return {
-        "p50": round(statistics.median(ordered), 1),
-        "p95": round(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))], 1),
-    }
-
-
 def _cpu_times() -> tuple[int, int]:
     """Machine-wide (busy, total) jiffies from ``/proc/stat`` (zeros where there is none)."""
     try:
@@ -494,8 +485,8 @@ def summarize(reports: list[CallReport], *, cpu_util: float | None, client_cpu_u
     every_barge = [b for r in reports for b in r.barges]
     barges = [b for b in every_barge if not b.void]
     return {
-        "v2v_ms": _pct([t.v2v_ms for t in answered if t.v2v_ms is not None]),
-        "server_v2v_ms": _pct([t.server_v2v_ms for t in answered if t.server_v2v_ms is not None]),
+        "v2v_ms": p50_p95([t.v2v_ms for t in answered if t.v2v_ms is not None]),
+        "server_v2v_ms": p50_p95([t.server_v2v_ms for t in answered if t.server_v2v_ms is not None]),
         "breakdown_ms": breakdown,
         "downlink_ms": round(statistics.median(downlink), 1) if downlink else None,
         "turns": {"asked": len(turns), "answered": len(answered)},
@@ -504,7 +495,7 @@ def summarize(reports: list[CallReport], *, cpu_util: float | None, client_cpu_u
             "count": len(stalls), "in_replies": in_replies,
             "max_ms": round(max((s for _, s in stalls), default=0.0) * 1000, 1),
         },
-        "bargein_stop_ms": _pct([b.stop_ms for b in barges if b.stop_ms is not None]),
+        "bargein_stop_ms": p50_p95([b.stop_ms for b in barges if b.stop_ms is not None]),
         "interruptions_stopped": round(sum(b.stopped for b in barges) / len(barges), 3) if barges else None,
         "bargeins": len(barges),
         "bargeins_void": len(every_barge) - len(barges),
