@@ -5,8 +5,8 @@ track, receives the agent's audio and reads the ``events`` data channel. It is w
 ``voxline mic --url``, ``bench/agent.py --url`` and the end-to-end tests use.
 
 The microphone is any ``read(n)`` callable returning ``n`` float32 samples at 48 kHz:
-``MicrophoneTrack`` calls it once per 20 ms frame on a real-time schedule (a stall
-restarts the schedule instead of bursting). Received audio goes to ``on_audio`` as
+``microphone_track`` calls it once per 20 ms frame on the same real-time schedule as
+the server's outgoing track (``paced_audio_track``). Received audio goes to ``on_audio`` as
 48 kHz float32 mono, frame by frame, as it arrives.
 """
 
@@ -27,9 +27,10 @@ from voxline.errors import VoxlineError
 from voxline.stream.webrtc_call import (
     FRAME_SAMPLES,
     WEBRTC_RATE_HZ,
+    aiortc_module,
     from_av_frame,
+    paced_audio_track,
     release_audio_on_arrival,
-    to_av_frame,
 )
 
 FloatAudio = npt.NDArray[np.float32]
@@ -47,43 +48,9 @@ class CallRefusedError(VoxlineError):
         self.retry_after_s = retry_after_s
 
 
-def _aiortc() -> Any:
-    try:
-        import aiortc
-    except ImportError as exc:
-        raise VoxlineError("voice calls need aiortc: pip install 'voxline[webrtc]'") from exc
-    return aiortc
-
-
 def microphone_track(read: ReadAudio) -> Any:
     """A live ``aiortc.MediaStreamTrack`` sending ``read(960)`` every 20 ms (48 kHz mono)."""
-    aiortc = _aiortc()
-
-    class MicrophoneTrack(aiortc.MediaStreamTrack):  # type: ignore[name-defined]
-        kind = "audio"
-
-        def __init__(self) -> None:
-            super().__init__()
-            self._start: float | None = None
-            self._pts = 0
-
-        async def recv(self) -> Any:
-            if self.readyState != "live":
-                raise aiortc.mediastreams.MediaStreamError
-            now = time.monotonic()
-            if self._start is None:
-                self._start = now
-            else:
-                delay = self._start + self._pts / WEBRTC_RATE_HZ - now
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                elif -delay > 0.1:
-                    self._start = now - self._pts / WEBRTC_RATE_HZ
-            frame = to_av_frame(read(FRAME_SAMPLES), self._pts)
-            self._pts += FRAME_SAMPLES
-            return frame
-
-    return MicrophoneTrack()
+    return paced_audio_track(lambda: read(FRAME_SAMPLES))
 
 
 class CallClient:
@@ -98,7 +65,7 @@ class CallClient:
         session: dict[str, Any] | None = None,
         max_events: int = 1024,
     ) -> None:
-        aiortc = _aiortc()
+        aiortc = aiortc_module()
         self.url = url.rstrip("/")
         self.session = session or {}
         self.on_audio = on_audio
@@ -145,7 +112,7 @@ class CallClient:
                 self._events.put_nowait(None)
 
     async def _listen(self, track: Any) -> None:
-        aiortc = _aiortc()
+        aiortc = aiortc_module()
         while True:
             try:
                 frame = await track.recv()
@@ -162,7 +129,7 @@ class CallClient:
         Raises ``CallRefusedError`` when the server says no (busy: ``retry_after_s``
         is set), ``VoxlineError`` when it cannot be reached or the call does not come up.
         """
-        aiortc = _aiortc()
+        aiortc = aiortc_module()
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = {"sdp": self.pc.localDescription.sdp, "type": self.pc.localDescription.type, "session": self.session}
         try:

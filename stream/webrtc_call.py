@@ -46,7 +46,8 @@ FRAME_MS = 20
 FRAME_SAMPLES = WEBRTC_RATE_HZ * FRAME_MS // 1000
 
 
-def _aiortc() -> Any:
+def aiortc_module() -> Any:
+    """The ``aiortc`` module, or a ``VoxlineError`` naming the extra to install."""
     try:
         import aiortc
     except ImportError as exc:  # pragma: no cover - the webrtc extra is missing
@@ -130,49 +131,64 @@ def from_av_frame(frame: Any) -> tuple[FloatAudio, int]:
 
 def agent_audio_track(session: AgentSession) -> Any:
     """A live ``aiortc.MediaStreamTrack`` (kind audio) playing ``session``'s agent in real time."""
-    return _track_class()(session)
+    to_48k = soxr.ResampleStream(session.output_rate_hz, WEBRTC_RATE_HZ, 1, dtype="float32")
+    pending = SampleFifo()
+    pull_samples = session.output_rate_hz * FRAME_MS // 1000
+
+    def next_frame() -> FloatAudio:
+        # One pull per frame keeps the agent's clock; the resampler's uneven output
+        # (and its start-up delay, read as silence) evens out in the FIFO.
+        pending.write(to_48k.resample_chunk(session.pull(pull_samples)))
+        return pending.read(FRAME_SAMPLES)
+
+    return paced_audio_track(next_frame)
+
+
+def paced_audio_track(next_frame: Callable[[], FloatAudio]) -> Any:
+    """A live ``aiortc.MediaStreamTrack`` sending ``next_frame()`` (960 samples, 48 kHz) every 20 ms.
+
+    aiortc asks for frames as fast as it likes; this answers on a real-time schedule,
+    never faster, and after a stall (a busy loop) restarts the schedule rather than
+    sending the missed frames in a burst.
+    """
+    return _paced_track_class()(next_frame)
 
 
 _TRACK_CLASS: Any = None
 
 
-def _track_class() -> Any:
+def _paced_track_class() -> Any:
     global _TRACK_CLASS
     if _TRACK_CLASS is not None:
         return _TRACK_CLASS
-    aiortc = _aiortc()
+    aiortc = aiortc_module()
 
-    class _AgentTrack(aiortc.MediaStreamTrack):  # type: ignore[name-defined]
+    class PacedAudioTrack(aiortc.MediaStreamTrack):  # type: ignore[name-defined]
         kind = "audio"
 
-        def __init__(self, session: AgentSession) -> None:
+        def __init__(self, next_frame: Callable[[], FloatAudio]) -> None:
             super().__init__()
-            self.session = session
-            self._to_48k = soxr.ResampleStream(session.output_rate_hz, WEBRTC_RATE_HZ, 1, dtype="float32")
-            self._pending = SampleFifo()
-            self._pull_samples = session.output_rate_hz * FRAME_MS // 1000
+            self._next_frame = next_frame
             self._start: float | None = None
             self._pts = 0
 
         async def recv(self) -> Any:
             if self.readyState != "live":
                 raise aiortc.mediastreams.MediaStreamError
+            now = time.monotonic()
             if self._start is None:
-                self._start = time.monotonic()
+                self._start = now
             else:
-                delay = self._start + self._pts / WEBRTC_RATE_HZ - time.monotonic()
+                delay = self._start + self._pts / WEBRTC_RATE_HZ - now
                 if delay > 0:
                     await asyncio.sleep(delay)
                 elif -delay > 0.1:  # stalled: restart the schedule rather than burst
-                    self._start = time.monotonic() - self._pts / WEBRTC_RATE_HZ
-            # One pull per frame keeps the agent's clock; the resampler's uneven output
-            # (and its start-up delay, read as silence) evens out in the FIFO.
-            self._pending.write(self._to_48k.resample_chunk(self.session.pull(self._pull_samples)))
-            frame = to_av_frame(self._pending.read(FRAME_SAMPLES), self._pts)
+                    self._start = now - self._pts / WEBRTC_RATE_HZ
+            frame = to_av_frame(self._next_frame(), self._pts)
             self._pts += FRAME_SAMPLES
             return frame
 
-    _TRACK_CLASS = _AgentTrack
+    _TRACK_CLASS = PacedAudioTrack
     return _TRACK_CLASS
 
 
@@ -194,7 +210,7 @@ class AgentCall:
         connect_timeout_s: float = 20.0,
         media_timeout_s: float = 5.0,
     ) -> None:
-        aiortc = _aiortc()
+        aiortc = aiortc_module()
         self.session = session
         self.on_event = on_event
         self.connect_timeout_s = connect_timeout_s
@@ -247,7 +263,7 @@ class AgentCall:
 
     async def answer(self, sdp: str, kind: str = "offer") -> dict[str, str]:
         """Take the peer's offer; start the session; return the answer (``sdp``, ``type``)."""
-        aiortc = _aiortc()
+        aiortc = aiortc_module()
         await self.session.graph.start()
         self._own(self._forward_events(), "events")
         self._own(self._connect_watchdog(), "watchdog")
@@ -257,7 +273,7 @@ class AgentCall:
         return {"sdp": self.pc.localDescription.sdp, "type": self.pc.localDescription.type}
 
     async def _receive(self, track: Any) -> None:
-        aiortc = _aiortc()
+        aiortc = aiortc_module()
         while True:
             try:
                 frame = await track.recv()
