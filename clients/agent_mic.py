@@ -169,7 +169,7 @@ async def run_mic_call(url: str, *, out: TextIO = sys.stdout, frame_ms: int = 20
     from .webrtc_client import CallClient
 
     mic = SampleRing(WEBRTC_RATE_HZ, max_s=0.1)
-    # Network audio arrives in bursts the jitter buffer let through: a little more room
+    # Network audio arrives unevenly (packets are passed on as they come): a little more room
     # than the local speaker ring, still bounded so a stall cannot add delay for good.
     speaker = SampleRing(WEBRTC_RATE_HZ, max_s=0.2)
     source, sink = open_devices(mic, speaker, WEBRTC_RATE_HZ, frame_ms, mic_rate_hz=WEBRTC_RATE_HZ)

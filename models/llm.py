@@ -287,7 +287,6 @@ class LlamaEngine:
             error.__cause__ = exc
             self._send(request, error)
             return False
-        generation.steps += 1
         if chunk is None:
             stats.total_ms = (time.perf_counter() - generation.started) * 1000
             self._send(request, None)
@@ -328,7 +327,6 @@ class _Generation:
     started: float  # time.perf_counter(), for the stats
     admitted: float  # time.monotonic(), for deadlines
     chunks: Any = None
-    steps: int = 0
 
     def priority(self) -> float:
         """Sort key: the reply's deadline (``time.monotonic()``); the earliest is stepped next."""

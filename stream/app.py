@@ -53,7 +53,7 @@ async def healthz(request: Request) -> JSONResponse:
             "max_sessions": service.config.server.max_sessions,
             "calls": calls.active_calls,
             "max_calls": service.config.server.max_calls,
-            "calls_available": calls.engines is not None and service.config.server.max_calls > 0,
+            "calls_available": not calls.unavailable,
             "uptime_s": round(time.monotonic() - service.started_at, 1),
         }
     )

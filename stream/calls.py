@@ -104,7 +104,7 @@ class CallService:
         self.config = config
         self.engines = engines
         self._owns_engines = engines is None
-        self.unavailable = ""
+        self._missing = ""
         self.calls: set[Any] = set()
         self.reserved = 0
         self.counters = CallCounters()
@@ -113,19 +113,25 @@ class CallService:
 
     async def start(self, captions: CaptionEngines | None) -> None:
         """Load the agent engines beside the shared ``captions`` (unless given, off, or not installed)."""
-        if self.engines is not None:
-            return
-        if self.config.server.max_calls <= 0:
-            self.unavailable = "voice calls are off on this server (server.max_calls = 0)"
+        if self.engines is not None or self.config.server.max_calls <= 0:
             return
         missing = missing_agent_packages()
         if missing:
-            self.unavailable = f"voice calls need {', '.join(missing)}: pip install 'voxline[webrtc]'"
-            log.warning("%s; serving captions only", self.unavailable)
+            self._missing = f"voice calls need {', '.join(missing)}: pip install 'voxline[webrtc]'"
+            log.warning("%s; serving captions only", self._missing)
             return
         from voxline.pipeline.recipes.agent import AgentEngines
 
         self.engines = await AgentEngines.load(self.config, captions=captions)
+
+    @property
+    def unavailable(self) -> str:
+        """Why this server takes no calls (empty when it does)."""
+        if self.config.server.max_calls <= 0:
+            return "voice calls are off on this server (server.max_calls = 0)"
+        if self.engines is None:
+            return self._missing or "voice calls are not ready"
+        return ""
 
     @property
     def active_calls(self) -> int:
@@ -134,11 +140,9 @@ class CallService:
 
     async def open_call(self, offer: CallOffer) -> dict[str, str]:
         """Start a call for ``offer`` and return the answer (``sdp``, ``type``); ``CallRefused`` if not."""
+        if self.unavailable:
+            raise CallRefused(503, "calls_unavailable", self.unavailable)
         limit = self.config.server.max_calls
-        if limit <= 0:
-            raise CallRefused(503, "calls_unavailable", "voice calls are off on this server (server.max_calls = 0)")
-        if self.engines is None:
-            raise CallRefused(503, "calls_unavailable", self.unavailable or "voice calls are not ready")
         if self.reserved >= limit:
             self.counters.refused_busy += 1
             raise CallRefused(
@@ -154,15 +158,13 @@ class CallService:
             raise
         try:
             answer = await call.answer(offer.sdp, offer.type)
-        except Exception as exc:
+        except BaseException as exc:
+            await call.close()
+            self.reserved -= 1
+            if not isinstance(exc, Exception):  # cancelled: the client went away
+                raise
             self.counters.refused_bad_offer += 1
-            await call.close()
-            self.reserved -= 1
             raise CallRefused(400, "bad_offer", f"the offer could not be answered: {exc}") from exc
-        except BaseException:
-            await call.close()
-            self.reserved -= 1
-            raise
         self.counters.started += 1
         self.calls.add(call)
         watcher = asyncio.create_task(self._until_closed(call), name="voxline-call-watch")
