@@ -34,14 +34,26 @@ with user audio synthesized by the packaged Piper voice.
    prompt-lookup drafting on the same engine settings: ``spec_decode_speedup`` is the
    ratio of median tokens/s (with / without).
 
+6. **Test sets** (``--set real,hard,piper``; ``real`` always runs): every recording of
+   the set (``bench/speech_sets.py``) said as one user turn, its pauses included, the
+   next one after the agent answered. ``piper`` here is the bench's questions. Per set:
+   ``v2v_ms`` (as in phase 1), ``turns`` {asked, answered: the agent spoke after the
+   recording ended, before the next}, ``cut_ins``: agent audio starting (a loud frame
+   after a silent one) between the recording's first and last loud sample, i.e. while
+   the speaker was still speaking; ``heard``: the user turns the agent answered.
+
 The last line of stdout is one JSON object.
 
-    python bench/agent.py --json [--turns 8] [--bargeins 9] [--echo]
+    python bench/agent.py --json [--turns 8] [--bargeins 9] [--echo] [--set real,hard,piper]
 
 With ``--url http://HOST:PORT [--calls N]`` it runs none of the above: real WebRTC
 calls to a running ``voxline serve`` instead, described in ``bench/agent_calls.py``.
 
     python bench/agent.py --url http://127.0.0.1:8765 --calls 4 --turns 4 --bargeins 0 --json
+    python bench/agent.py --url http://127.0.0.1:8765 --set real --calls 1 --bargeins 0 --json
+
+With ``--url`` and ``--set`` each call says the set's recordings instead of the questions
+(one turn each; ``cut_ins`` as above, on what the caller received), one set after another.
 """
 
 from __future__ import annotations
@@ -60,6 +72,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from percentiles import p50_p95
+from speech_sets import SET_NAMES, SET_NOISE_SNR_DB, add_noise, load_set, speech_rms
 
 from voxline.clients.agent_runner import PacedAgentLoop, SpeakOverAgent, TurnTakingUser
 from voxline.config import Config, load_config
@@ -175,6 +188,62 @@ async def run_turns(engines: AgentEngines, turns: int, *, echo: bool) -> dict[st
     }
 
 
+def set_recordings(name: str) -> list[tuple[str, np.ndarray]]:
+    """(reference, 16 kHz audio) of every recording of a set; ``piper``: the bench's questions."""
+    if name == "piper":
+        return [(q, synthesize(q, LISTEN_RATE_HZ)) for q in QUESTIONS]
+    clips = load_set(name)
+    noise_db = SET_NOISE_SNR_DB.get(name)
+    level = speech_rms(clips)
+    return [
+        (c.text, c.audio if noise_db is None else add_noise(c.audio, noise_db, level, seed=i))
+        for i, c in enumerate(clips)
+    ]
+
+
+def _onsets(loop: PacedAgentLoop, start: float, end: float) -> int:
+    """Agent audio starting (a loud frame after a quiet one) in [start, end] (wall times)."""
+    count, before = 0, False
+    for at, frame in zip(loop.played_at, loop.played, strict=True):
+        loud = bool(np.abs(frame).max(initial=0) > LOUD)
+        if start <= at <= end and loud and not before:
+            count += 1
+        before = loud
+    return count
+
+
+async def run_set(engines: AgentEngines, name: str) -> dict[str, Any]:
+    """Phase 6: each recording of the set as one user turn; v2v, answered, cut-ins."""
+    recordings = set_recordings(name)
+    session = build_agent_session(engines)
+    lead = np.zeros(LISTEN_RATE_HZ // 2, np.float32)
+    user = TurnTakingUser([np.concatenate([lead, audio]) for _, audio in recordings], gap_s=0.8)
+    loop = PacedAgentLoop(session, user)
+    await session.graph.start()
+    try:
+        total_s = sum(len(a) for _, a in recordings) / LISTEN_RATE_HZ
+        await loop.run(lambda _: user.done, max_s=total_s + 30.0 * len(recordings) + 10)
+    finally:
+        await session.graph.cancel()
+    v2v, answered, cut_ins = [], 0, 0
+    starts, ends = user.speech_start_wall, user.speech_end_wall
+    for i, end in enumerate(ends):
+        next_start = starts[i + 1] if i + 1 < len(starts) else float("inf")
+        first = _first_loud_after(loop, end)
+        if first is not None and first < next_start:
+            answered += 1
+            v2v.append((first - end) * 1000)
+        if i < len(starts):
+            cut_ins += _onsets(loop, starts[i], end)
+    return {
+        "v2v_ms": p50_p95(v2v),
+        "turns": {"asked": len(recordings), "answered": answered},
+        "cut_ins": cut_ins,
+        "discarded_unheard": sum(e["type"] == "reply_discarded" for e in loop.events),
+        "heard": [e["text"] for e in loop.events if e["type"] == "user_turn"],
+    }
+
+
 def _barge_clip(kind: str, i: int) -> np.ndarray:
     if kind == "interrupt":
         return synthesize(INTERRUPTIONS[i % len(INTERRUPTIONS)], LISTEN_RATE_HZ)
@@ -230,8 +299,8 @@ async def run_paused_utterances(engines: AgentEngines, *, pause_s: float, adapti
     """
     import dataclasses
 
+    from voxline.pipeline.agent.turn_taking import TurnWaits
     from voxline.pipeline.recipes.agent import agent_settings
-    from voxline.pipeline.turn_taking import TurnWaits
 
     settings = agent_settings(engines.config)
     if not adaptive:
@@ -305,19 +374,45 @@ async def main() -> None:
     parser.add_argument("--json", action="store_true", help="print only the JSON summary line")
     parser.add_argument("--url", help="call a running server (http://HOST:PORT) over WebRTC instead (agent_calls.py)")
     parser.add_argument("--calls", type=int, default=1, help="with --url: N calls at once")
+    parser.add_argument(
+        "--set", default="", help=f"comma-separated test sets ({', '.join(SET_NAMES)}) spoken turn by turn; real always runs"
+    )
     args = parser.parse_args()
+    sets = [n.strip() for n in args.set.split(",") if n.strip()]
+    if sets and "real" not in sets:
+        sets.insert(0, "real")  # real speech is always reported beside the others
     if args.url:
         from agent_calls import run_calls
 
-        print(json.dumps(await run_calls(
-            args.url, calls=args.calls, turns=args.turns, bargeins=args.bargeins, questions=QUESTIONS,
-            story=STORY, interruptions=INTERRUPTIONS, verbose=not args.json,
-        )))
+        if not sets:
+            print(json.dumps(await run_calls(
+                args.url, calls=args.calls, turns=args.turns, bargeins=args.bargeins, questions=QUESTIONS,
+                story=STORY, interruptions=INTERRUPTIONS, verbose=not args.json,
+            )))
+            return
+        by_set = {}
+        for name in sets:
+            by_set[name] = await run_calls(
+                args.url, calls=args.calls, turns=args.turns, bargeins=args.bargeins, questions=QUESTIONS,
+                story=STORY, interruptions=INTERRUPTIONS, verbose=not args.json,
+                recordings=set_recordings(name),
+            )
+        ratio = None
+        if "piper" in by_set and by_set["real"]["v2v_ms"]["p50"] and by_set["piper"]["v2v_ms"]["p50"]:
+            ratio = round(by_set["real"]["v2v_ms"]["p50"] / by_set["piper"]["v2v_ms"]["p50"], 2)
+        print(json.dumps({"bench": "agent_calls", "calls": args.calls, "sets": by_set, "real_over_piper_v2v_p50": ratio}))
         return
     config = load_config()
     engines = await AgentEngines.load(config)
     started = time.process_time(), time.monotonic()
     try:
+        if sets:
+            by_set = {name: await run_set(engines, name) for name in sets}
+            ratio = None
+            if "piper" in by_set and by_set["real"]["v2v_ms"]["p50"] and by_set["piper"]["v2v_ms"]["p50"]:
+                ratio = round(by_set["real"]["v2v_ms"]["p50"] / by_set["piper"]["v2v_ms"]["p50"], 2)
+            print(json.dumps({"bench": "agent", "mode": "in_process", "sets": by_set, "real_over_piper_v2v_p50": ratio}))
+            return
         turns = await run_turns(engines, args.turns, echo=False)
         barge = await run_bargeins(engines, args.bargeins, echo=False)
         result: dict[str, Any] = {

@@ -148,6 +148,16 @@ class Utterance:
             raise VoxlineError(f"Piper said nothing audible for {text!r}")
         return cls(text, audio, int(loud[0]), int(loud[-1]))
 
+    @classmethod
+    def recorded(cls, text: str, audio_16k: FloatAudio, lead_silence_s: float = LEAD_SILENCE_S) -> Utterance:
+        """A test-set clip (16 kHz) said as one turn, resampled to 48 kHz, after ``lead_silence_s``."""
+        speech = soxr.resample(audio_16k, SYNTH_RATE_HZ, WEBRTC_RATE_HZ).astype(np.float32)
+        audio = np.concatenate([np.zeros(int(lead_silence_s * WEBRTC_RATE_HZ), np.float32), speech])
+        loud = np.flatnonzero(np.abs(audio) > LOUD)
+        if not len(loud):
+            raise VoxlineError(f"the clip for {text!r} is silent")
+        return cls(text, audio, int(loud[0]), int(loud[-1]))
+
 
 @dataclass(frozen=True, slots=True)
 class Spoken:
@@ -213,6 +223,7 @@ class CallLog:
         self.frame_peak: list[float] = []
         self.last_loud_at = 0.0
         self.turn_at: dict[int, float] = {}
+        self.turn_text: dict[int, str] = {}
         self.audio_started_at: dict[int, float] = {}
         self.latency: dict[int, dict[str, Any]] = {}
         self.done: dict[int, dict[str, Any]] = {}
@@ -241,6 +252,7 @@ class CallLog:
         elif isinstance(reply, int):
             if kind == "user_turn":
                 self.turn_at[reply] = now
+                self.turn_text[reply] = str(event.get("text", ""))
             elif kind == "turn_latency":
                 self.latency[reply] = event
                 self.audio_started_at[reply] = now
@@ -311,6 +323,18 @@ class CallLog:
                 return run
         return None
 
+    def onsets_between(self, start: float, end: float) -> int:
+        """Loud frames received in [start, end] whose previous frame was not loud: the agent
+        starting to talk (a cut-in when the caller is speaking then)."""
+        count = 0
+        first = bisect.bisect_left(self.frame_at, start)
+        for i in range(first, len(self.frame_at)):
+            if self.frame_at[i] > end:
+                break
+            if self.frame_peak[i] > LOUD and (i == 0 or self.frame_peak[i - 1] <= LOUD):
+                count += 1
+        return count
+
     def stalls(self) -> list[tuple[float, float]]:
         """Holes of at least ``STALL_S`` between consecutive frames: (start, seconds)."""
         at = self.frame_at
@@ -329,6 +353,8 @@ class TurnOutcome:
     gap_ms: float = 0.0
     downlink_ms: float | None = None
     playing: tuple[float, float] | None = None
+    cut_ins: int = 0
+    heard: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,9 +437,11 @@ class ScriptedCall:
         log = self.log
         started = time.monotonic()
         spoken = await self._say(question)
-        if not await log.until(lambda: log.answer_since(started) is not None, TURN_TIMEOUT_S):
+        answered = await log.until(lambda: log.answer_since(started) is not None, TURN_TIMEOUT_S)
+        cut_ins = log.onsets_between(spoken.onset, spoken.end)
+        if not answered:
             await log.until(lambda: log.quiet(spoken.end, 0.0), SETTLE_TIMEOUT_S)
-            return TurnOutcome(question.text, None)
+            return TurnOutcome(question.text, None, cut_ins=cut_ins)
         reply = log.answer_since(started)
         assert reply is not None
         await asyncio.sleep(GAP_AFTER_REPLY_S)
@@ -429,6 +457,7 @@ class ScriptedCall:
             gap_ms=float(log.done[reply].get("gap_ms") or 0.0),
             downlink_ms=None if first is None or latency_at is None else (first - latency_at) * 1000,
             playing=None if first is None else (first, log.done_at[reply]),
+            cut_ins=cut_ins, heard=log.turn_text.get(reply, ""),
         )
 
     async def _barge_in(self, story_request: Utterance, interruption: Utterance) -> BargeOutcome:
@@ -490,6 +519,7 @@ def summarize(reports: list[CallReport], *, cpu_util: float | None, client_cpu_u
         "breakdown_ms": breakdown,
         "downlink_ms": round(statistics.median(downlink), 1) if downlink else None,
         "turns": {"asked": len(turns), "answered": len(answered)},
+        "cut_ins": sum(t.cut_ins for t in turns),
         "audio_gaps": {"replies_with_gap": sum(g > 0 for g in gaps), "max_gap_ms": max(gaps, default=0.0)},
         "receive_stalls": {
             "count": len(stalls), "in_replies": in_replies,
@@ -511,17 +541,30 @@ def summarize(reports: list[CallReport], *, cpu_util: float | None, client_cpu_u
 async def run_calls(
     url: str, *, calls: int, turns: int, bargeins: int, questions: Sequence[str], story: str,
     interruptions: Sequence[str], seed: int = 0, verbose: bool = False,
+    recordings: Sequence[tuple[str, FloatAudio]] = (),
 ) -> dict[str, Any]:
-    """Run ``calls`` scripted calls at once against ``url``; the summary of ``summarize``."""
+    """Run ``calls`` scripted calls at once against ``url``; the summary of ``summarize``.
+
+    With ``recordings`` ((reference text, 16 kHz audio) of a test set), each call says
+    every recording once as one turn (call k starts at recording k) instead of the
+    ``questions``; ``turns`` is then ignored.
+    """
     stories = [story, *MORE_STORIES]
     asked = sorted({*(questions[i % len(questions)] for i in range(calls + turns)), *stories})
     said = {text: await asyncio.to_thread(Utterance.speak, text, LEAD_SILENCE_S) for text in asked}
     said |= {text: await asyncio.to_thread(Utterance.speak, text) for text in interruptions}
+    clips = [Utterance.recorded(text, audio) for text, audio in recordings]
     rng = random.Random(seed)
+
+    def turns_of(k: int) -> list[Utterance]:
+        if clips:
+            return [clips[(k + i) % len(clips)] for i in range(len(clips))]
+        return [said[questions[(k + i) % len(questions)]] for i in range(turns)]
+
     scripts = [
         ScriptedCall(
             url,
-            [said[questions[(k + i) % len(questions)]] for i in range(turns)],
+            turns_of(k),
             [said[text] for text in stories],
             [said[interruptions[i % len(interruptions)]] for i in range(bargeins)],
         )
@@ -537,6 +580,8 @@ async def run_calls(
     if verbose:
         for k, report in enumerate(reports):
             print(f"call {k}: user finals {report.user_finals}", file=sys.stderr)
+            for turn in report.turns:
+                print(f"call {k}: turn {turn.heard!r} v2v {turn.v2v_ms} cut-ins {turn.cut_ins}", file=sys.stderr)
             for barge in report.barges:
                 print(
                     f"call {k}: barge-in stop {barge.stop_ms} ms, interrupted {barge.stopped}, void {barge.void}",

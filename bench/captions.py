@@ -1,8 +1,9 @@
 """Live captions end to end: accuracy, latency and real-time capacity for S sessions.
 
-Each session streams its own audio (``bench/testset.py``: Piper sentences, or ``--wavs
-DIR`` of X.wav + X.txt, separated by 0.8–1.2 s of silence, order rotated and start
-staggered per session) in 100 ms chunks at real-time pace, all sessions at once, either
+Each session streams its own audio: the clips of a named test set (``--set``, see
+``bench/speech_sets.py``: ``real`` human recordings, the ``hard`` synthetic set, or
+``piper`` sentences; or ``--wavs DIR`` of X.wav + X.txt), separated by 0.8–1.2 s of
+silence, order rotated and start staggered per session (``bench/testset.py``) in 100 ms chunks at real-time pace, all sessions at once, either
 through the caption graph in this process (engines loaded once, shared) or to a running
 server (``--url ws://127.0.0.1:8000``). A chunk covering samples [a, b) is sent at
 ``t0 + b / rate`` (when a live microphone would have it); how late each send is against
@@ -11,6 +12,8 @@ that schedule is the send lag. ``t0`` is the wall time of sample 0 of every sess
 Every event's arrival is stamped with ``time.monotonic()``. Figures:
 
 - ``wer``: jiwer over all sessions, finals vs references (lowercase, no punctuation);
+- ``offline_wer``: the same engine decoding each whole clip at once (in pieces of at
+  most 28 s cut at the quietest point), in the same run: what streaming should match;
 - ``partial_lag_ms``: arrival of a partial minus ``t0 + end`` of its newest word;
 - ``final_latency_ms``: per sentence, arrival of the final that carries its last words
   (of the finals overlapping the sentence's speech, the one ending last) minus
@@ -24,8 +27,12 @@ Every event's arrival is stamped with ``time.monotonic()``. Figures:
 
 The last line of stdout is one JSON object.
 
-    python bench/captions.py --json [--sessions 4] [--seconds 45] [--url ws://...]
-    python bench/captions.py --json --sweep 1,2,4,8
+    python bench/captions.py --json --set real,hard,piper [--sessions 4] [--url ws://...]
+    python bench/captions.py --json --set piper --seconds 45 --sweep 1,2,4,8
+
+Every set named runs in the same process, one after another; ``real`` always runs
+too. ``--seconds 0`` (the default) streams every clip of the set once per session.
+The JSON has one object per set under ``sets``.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from typing import Any
 import numpy as np
 
 try:  # run as a script (bench/ on sys.path) or imported as bench.captions
+    from speech_sets import SET_NAMES, SET_NOISE_SNR_DB, add_noise, load_set, speech_rms
     from testset import (
         SAMPLE_RATE_HZ,
         Stream,
@@ -55,6 +63,13 @@ try:  # run as a script (bench/ on sys.path) or imported as bench.captions
         utterance_audio,
     )
 except ImportError:  # pragma: no cover
+    from .speech_sets import (  # type: ignore[no-redef]
+        SET_NAMES,
+        SET_NOISE_SNR_DB,
+        add_noise,
+        load_set,
+        speech_rms,
+    )
     from .testset import (  # type: ignore[no-redef]
         SAMPLE_RATE_HZ,
         Stream,
@@ -72,11 +87,21 @@ MAX_FINAL_LATENCY_MS = 3000.0
 # -- text ---------------------------------------------------------------------------
 
 
+_NUMBER_WORDS = "zero one two three four five six seven eight nine ten eleven twelve".split()
+_SPELLING = {"mr": "mister", "mrs": "missus", "dr": "doctor"}
+
+
 def normalize(text: str) -> str:
-    """Lowercase, punctuation stripped (hyphens become spaces), whitespace collapsed."""
+    """Lowercase, punctuation stripped (hyphens become spaces), whitespace collapsed; the
+    numbers 0–12 and Mr/Mrs/Dr spelled out, as references write them and Whisper does not."""
     text = text.lower().replace("-", " ")
     text = re.sub(r"[^\w\s]", "", text)
-    return " ".join(text.split())
+    words = []
+    for word in text.split():
+        if word.isdigit() and int(word) < len(_NUMBER_WORDS):
+            word = _NUMBER_WORDS[int(word)]
+        words.append(_SPELLING.get(word, word))
+    return " ".join(words)
 
 
 def _pct(values: list[float]) -> dict[str, float | None]:
@@ -345,11 +370,51 @@ class _BatchCollector:
         self.poll()
 
 
+def _streams(clips: tuple[Any, ...], n: int, seconds: float, noise_db: float | None) -> list[Stream]:
+    """``n`` sessions' streams; ``seconds`` 0: every clip once; noise over the whole stream."""
+    if seconds <= 0:
+        seconds = sum(len(c.audio) for c in clips) / SAMPLE_RATE_HZ + 1.2 * len(clips) + 6.0
+    streams = [build_stream(clips, i, seconds) for i in range(n)]
+    if noise_db is None:
+        return streams
+    level = speech_rms(clips)
+    return [Stream(add_noise(st.audio, noise_db, level, seed=i), st.sentences) for i, st in enumerate(streams)]
+
+
+def _quietest_cut(audio: np.ndarray, lo: int, hi: int) -> int:
+    """The start of the quietest 100 ms window in ``audio[lo:hi]``."""
+    win = SAMPLE_RATE_HZ // 10
+    energies = [float(np.mean(np.square(audio[i : i + win]))) for i in range(lo, max(lo + 1, hi - win), win // 2)]
+    return lo + int(np.argmin(energies)) * (win // 2)
+
+
+async def offline_wer(recognizer: Any, clips: tuple[Any, ...], noise_db: float | None) -> float:
+    """WER of ``recognizer`` decoding each whole clip at once (the streaming target)."""
+    import jiwer
+
+    level = speech_rms(clips)
+    refs, hyps = [], []
+    for i, clip in enumerate(clips):
+        audio = clip.audio if noise_db is None else add_noise(clip.audio, noise_db, level, seed=100 + i)
+        words: list[str] = []
+        start, piece = 0, 28 * SAMPLE_RATE_HZ
+        while start < len(audio):
+            end = len(audio) if len(audio) - start <= piece else _quietest_cut(audio, start + 20 * SAMPLE_RATE_HZ, start + piece)
+            result = await recognizer.transcribe(
+                audio[start:end], prefix_words=(), context_words=tuple(words), final=True, deadline=time.monotonic()
+            )
+            words += [w.text for w in result.words]
+            start = end
+        refs.append(normalize(clip.text))
+        hyps.append(normalize(" ".join(words)))
+    return round(float(jiwer.wer(refs, hyps)), 4)
+
+
 async def _run_count(
     n: int, clips: tuple[Any, ...], seconds: float, engines: Any, config: Any, url: str | None,
-    chunk_s: float = CHUNK_S,
+    chunk_s: float = CHUNK_S, noise_db: float | None = None,
 ) -> tuple[dict[str, Any], list[SessionRun]]:
-    runs = [SessionRun(i, build_stream(clips, i, seconds), chunk_s=chunk_s) for i in range(n)]
+    runs = [SessionRun(i, stream, chunk_s=chunk_s) for i, stream in enumerate(_streams(clips, n, seconds, noise_db))]
     recognizer = getattr(engines, "recognizer", None)
     collector = (
         _BatchCollector(recognizer)
@@ -420,11 +485,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     config = load_config(overrides={"asr": {"model": args.model}})
     if args.wavs:
-        clips = await asyncio.to_thread(load_wav_clips, args.wavs)
+        sets = {args.wavs: await asyncio.to_thread(load_wav_clips, args.wavs)}
     else:
-        clips = await asyncio.to_thread(synthesize_clips)
+        names = [n.strip() for n in args.set.split(",") if n.strip()]
+        if "real" not in names:
+            names.insert(0, "real")  # real speech is always reported beside the others
+        sets = {name: await asyncio.to_thread(load_set, name) for name in names}
     counts = [int(x) for x in args.sweep.split(",") if x.strip()] if args.sweep else [args.sessions]
-    five_s = utterance_audio(clips, 5.0)
+    piper = await asyncio.to_thread(synthesize_clips)
+    five_s = utterance_audio(piper, 5.0)
 
     engines = None
     padding: dict[str, float] | None = None
@@ -438,40 +507,49 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # Measured before streaming (no contention); also warms the encoder up.
         padding = await asyncio.to_thread(engines.recognizer.encoder_padding_speedup, five_s)
         # Warm the decoder/aligner too, so the first session does not pay for it.
-        await engines.recognizer.transcribe(clips[0].audio, final=True, deadline=time.monotonic())
-    results: list[dict[str, Any]] = []
+        await engines.recognizer.transcribe(piper[0].audio, final=True, deadline=time.monotonic())
+    per_set: dict[str, dict[str, Any]] = {}
     all_runs: list[list[SessionRun]] = []
     try:
-        for i, n in enumerate(counts):
-            if i:
-                await asyncio.sleep(1.0)  # let queues empty between counts
-            result, runs = await _run_count(n, clips, args.seconds, engines, config, args.url, args.chunk_ms / 1000)
-            results.append(result)
-            all_runs.append(runs)
-            if not args.json:
-                _print_summary(result)
+        for name, clips in sets.items():
+            noise_db = SET_NOISE_SNR_DB.get(name)
+            results: list[dict[str, Any]] = []
+            for i, n in enumerate(counts):
+                await asyncio.sleep(1.0 if i or per_set else 0.0)  # let queues empty between runs
+                result, runs = await _run_count(
+                    n, clips, args.seconds, engines, config, args.url, args.chunk_ms / 1000, noise_db
+                )
+                results.append(result)
+                all_runs.append(runs)
+                if not args.json:
+                    _print_summary(result)
+            per_set[name] = {"clips": len(clips), "noise_snr_db": noise_db, "results": results}
+        offline_engine = engines.recognizer if engines is not None else None
+        if offline_engine is None:
+            from voxline.models.asr import WhisperEngine
+
+            asr = config.asr
+            offline_engine = WhisperEngine(
+                model=asr.model, device=asr.device, compute_type=asr.compute_type or None, cpu_threads=asr.cpu_threads,
+            )
+            padding = await asyncio.to_thread(offline_engine.encoder_padding_speedup, five_s)
+            await offline_engine.start()
+        try:
+            for name, clips in sets.items():
+                per_set[name]["offline_wer"] = await offline_wer(offline_engine, clips, SET_NOISE_SNR_DB.get(name))
+        finally:
+            if engines is None:
+                await offline_engine.close()
     finally:
         if engines is not None:
             await engines.close()
-    if args.url:
-        from voxline.models.asr import WhisperEngine
-
-        asr = config.asr
-        engine = WhisperEngine(
-            model=asr.model,
-            device=asr.device,
-            compute_type=asr.compute_type or None,
-            cpu_threads=asr.cpu_threads,
-        )
-        padding = await asyncio.to_thread(engine.encoder_padding_speedup, five_s)
     if args.events_out:
         _dump_events(args.events_out, all_runs)
     common = {
         "bench": "captions",
         "mode": "remote" if args.url else "in_process",
         "model": config.asr.model,
-        "test_set": args.wavs or "piper",
-        "seconds_target": args.seconds,
+        "seconds_target": args.seconds or "every clip once",
         "chunk_ms": args.chunk_ms,
         "encoder_padding_speedup": {k: round(v, 2) for k, v in padding.items()}
         if padding
@@ -479,16 +557,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "engine_load_s": load_s,
         "cpu_count": os.cpu_count(),
     }
-    if not args.sweep:
-        return {**common, **results[0]}
-    # The largest count below which every count tried also kept up (a pass above a
-    # failure is luck, not capacity).
-    max_ok = 0
-    for r in sorted(results, key=lambda r: r["sessions"]):
-        if not r["realtime_ok"]:
-            break
-        max_ok = r["sessions"]
-    return {**common, "sweep": results, "max_realtime_sessions": max_ok}
+    out: dict[str, Any] = {}
+    for name, entry in per_set.items():
+        results = entry.pop("results")
+        if not args.sweep:
+            out[name] = {**entry, **results[0]}
+            continue
+        # The largest count below which every count tried also kept up (a pass above a
+        # failure is luck, not capacity).
+        max_ok = 0
+        for r in sorted(results, key=lambda r: r["sessions"]):
+            if not r["realtime_ok"]:
+                break
+            max_ok = r["sessions"]
+        out[name] = {**entry, "sweep": results, "max_realtime_sessions": max_ok}
+    return {**common, "sets": out}
 
 
 def _print_summary(r: dict[str, Any]) -> None:
@@ -510,7 +593,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=1, help="concurrent sessions")
     parser.add_argument(
-        "--seconds", type=float, default=45.0, help="target audio length per session (s)"
+        "--seconds", type=float, default=0.0, help="target audio length per session (s); 0: every clip once"
+    )
+    parser.add_argument(
+        "--set", default="real,hard,piper", help=f"comma-separated test sets ({', '.join(SET_NAMES)}); real always runs"
     )
     parser.add_argument(
         "--url",
@@ -532,8 +618,8 @@ def main() -> None:
     args = parser.parse_args()
     result = asyncio.run(run(args))
     if not args.json:
-        if args.sweep:
-            print(f"max_realtime_sessions={result['max_realtime_sessions']}")
+        for name, entry in result["sets"].items():
+            print(f"{name}: offline_wer={entry['offline_wer']} max_realtime_sessions={entry.get('max_realtime_sessions')}")
         print(f"encoder_padding_speedup={result['encoder_padding_speedup']}")
     sys.stdout.flush()
     print(json.dumps(result))

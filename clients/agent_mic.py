@@ -33,7 +33,7 @@ import numpy.typing as npt
 from voxline.config import Config
 from voxline.errors import VoxlineError
 from voxline.pipeline.recipes.agent import LISTEN_RATE_HZ, AgentEngines, build_agent_session
-from voxline.pipeline.sample_fifo import SampleFifo
+from voxline.sample_fifo import SampleFifo
 
 from .agent_demo import event_printer
 from .agent_runner import PacedAgentLoop

@@ -35,7 +35,7 @@ import soxr
 from voxline.errors import PipelineError
 from voxline.pipeline.frames import AudioFrame, ControlFrame, ControlKind
 from voxline.pipeline.recipes.agent import LISTEN_RATE_HZ, AgentSession
-from voxline.pipeline.sample_fifo import SampleFifo
+from voxline.sample_fifo import SampleFifo
 
 FloatAudio = npt.NDArray[np.float32]
 
@@ -189,7 +189,8 @@ class TurnTakingUser:
     Clip ``i + 1`` starts ``gap_s`` after the agent finished answering clip ``i`` (an
     ``agent_done`` event), or after ``answer_timeout_s`` without one. ``speech_end_wall``
     holds, per clip, the wall time its last loud sample was sent: the start of the
-    voice-to-voice span a listener would measure.
+    voice-to-voice span a listener would measure; ``speech_start_wall`` the time of its
+    first loud sample (agent audio between the two talked over the user).
     """
 
     def __init__(self, clips: list[FloatAudio], *, gap_s: float = 0.6, answer_timeout_s: float = 45.0) -> None:
@@ -197,6 +198,7 @@ class TurnTakingUser:
         self.gap_s = gap_s
         self.answer_timeout_s = answer_timeout_s
         self.speech_end_wall: list[float] = []
+        self.speech_start_wall: list[float] = []
         self._index = 0
         self._position = 0
         self._waiting_since: float | None = None
@@ -231,7 +233,9 @@ class TurnTakingUser:
         part = clip[self._position : self._position + n_samples]
         chunk[: len(part)] = part
         loud = np.flatnonzero(np.abs(clip) > 0.01)
-        last_loud = int(loud[-1]) if len(loud) else 0
+        first_loud, last_loud = (int(loud[0]), int(loud[-1])) if len(loud) else (0, 0)
+        if self._position <= first_loud < self._position + n_samples:
+            self.speech_start_wall.append(now)
         if self._position <= last_loud < self._position + n_samples:
             self.speech_end_wall.append(now)
         self._position += n_samples

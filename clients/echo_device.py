@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from voxline.pipeline.sample_fifo import SampleFifo
+from voxline.sample_fifo import SampleFifo
 
 __all__ = ["MAX_DELAY_MS", "MAX_QUEUED_MS", "SAMPLE_RATE_HZ", "EchoDevice"]
 

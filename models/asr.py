@@ -43,8 +43,7 @@ from voxline.models.batch_scheduler import BatchScheduler
 from voxline.models.device import choose_device, default_compute_type
 from voxline.models.registry import DEFAULT_ASR_MODEL, resolve_asr_model
 from voxline.models.word_timing import words_from_alignment
-from voxline.pipeline.frames import Word
-from voxline.pipeline.stable_prefix import cut_repetition
+from voxline.words import Word, cut_repetition
 
 __all__ = [
     "ASR_SAMPLE_RATE_HZ",
@@ -63,6 +62,8 @@ MIN_AUDIO_S = 0.1
 """Shorter audio returns no words without running the model (s)."""
 TAIL_PAD_S = 0.5
 """Padding (s) always left after the audio in the features, so Whisper sees its end."""
+MAX_CONTEXT_TOKENS = 48
+"""Tokens of earlier text given as Whisper's previous-text prompt (a few sentences)."""
 _FRAMES_PER_S = 100  # log-mel frames per second (hop 160 at 16 kHz)
 _MAX_FRAMES = 3000
 _MAX_DECODE_TOKENS = 448
@@ -124,6 +125,7 @@ class _Request:
     loop: asyncio.AbstractEventLoop
     abandoned: bool = False
     prefix_words: tuple[str, ...] = ()
+    context_tokens: list[int] = field(default_factory=list)
     content_s: float = field(init=False)  # length of the audio (s)
     audio_s: float = field(init=False)  # length the scheduler buckets: audio + tail pad (s)
 
@@ -327,6 +329,7 @@ class WhisperEngine:
         audio: FloatAudio,
         *,
         prefix_words: Sequence[str] = (),
+        context_words: Sequence[str] = (),
         final: bool,
         deadline: float,
         session_key: object = None,
@@ -335,6 +338,9 @@ class WhisperEngine:
 
         ``prefix_words`` are words already committed for this audio; they are forced
         as the start of the transcript and only the words after them come back.
+        ``context_words`` are earlier words of the stream, given to Whisper as its
+        previous-text prompt (the last ``MAX_CONTEXT_TOKENS`` tokens), so a short
+        utterance is read as the continuation it is; they never come back.
         ``final`` requests run before partials; ``deadline`` (``time.monotonic()`` s)
         orders requests of the same kind. A partial with a ``session_key`` is
         superseded by the next partial or final of the same key submitted before it
@@ -363,10 +369,12 @@ class WhisperEngine:
             return Hypothesis((), 0.0, 0.0, 0.0, 0, 0.0, 1.0, 0.0)
         words = [w.strip() for w in prefix_words if w.strip()]
         prefix_tokens = self._tokenizer.encode(" " + " ".join(words)) if words else []
+        context = [w.strip() for w in context_words if w.strip()]
+        context_tokens = self._tokenizer.encode(" " + " ".join(context))[-MAX_CONTEXT_TOKENS:] if context else []
         loop = asyncio.get_running_loop()
         request = _Request(
             samples, prefix_tokens, final, deadline, session_key, loop.create_future(), loop,
-            prefix_words=tuple(words),
+            prefix_words=tuple(words), context_tokens=context_tokens,
         )
         with self._cond:
             if self._closing:
@@ -437,12 +445,15 @@ class WhisperEngine:
             features[i, :, : mel.shape[1]] = mel
             content_frames.append(mel.shape[1])
         start = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
-        prompts = [start + r.prefix_tokens for r in batch]
+        prompts = [
+            ([tokenizer.sot_prev, *r.context_tokens] if r.context_tokens else []) + start + r.prefix_tokens
+            for r in batch
+        ]
         max_audio_s = max(r.content_s for r in batch)
         # CTranslate2 4.8's Whisper returns at most max_length // 2 tokens (prefix
         # included; measured), hence the factor 2. The cap only stops repetition
         # loops: greedy decoding ends at end-of-text long before it.
-        wanted = max(len(r.prefix_tokens) for r in batch) + _TOKENS_PER_S * max_audio_s + 10
+        wanted = max(len(r.prefix_tokens) + len(r.context_tokens) + 1 for r in batch) + _TOKENS_PER_S * max_audio_s + 10
         max_length = min(_MAX_DECODE_TOKENS, 2 * math.ceil(wanted))
         t1 = time.perf_counter()
         encoded = self._model.encode(ctranslate2.StorageView.from_array(features))

@@ -75,7 +75,7 @@ import numpy.typing as npt
 
 from voxline.errors import EngineError
 from voxline.models.echo_coupling import EchoCouplingDetector
-from voxline.pipeline.sample_fifo import SampleFifo
+from voxline.sample_fifo import SampleFifo
 
 __all__ = [
     "AEC_ALGORITHMIC_DELAY_SAMPLES",

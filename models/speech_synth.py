@@ -45,13 +45,14 @@ def _load_voice() -> PiperVoice:
 
 
 def synthesize(
-    text: str, sample_rate_hz: int = 16000, *, vary: bool = False
+    text: str, sample_rate_hz: int = 16000, *, vary: bool = False, length_scale: float | None = None
 ) -> npt.NDArray[np.float32]:
     """Speak ``text`` and return mono float32 samples at ``sample_rate_hz`` (Hz).
 
     By default the voice's generator noise is off, so the same text always gives the
     same samples (reproducible tests and benchmarks); ``vary=True`` turns Piper's
-    default noise on, for natural variation from call to call.
+    default noise on, for natural variation from call to call. ``length_scale`` above
+    1 speaks slower, below 1 faster (Piper's own knob; None keeps the voice's).
     Leading/trailing whitespace is ignored; empty text gives an empty array.
     Several sentences are spoken one after another with Piper's own pauses.
     Thread-safe: synthesis of concurrent calls is serialised on the shared voice.
@@ -67,6 +68,9 @@ def synthesize(
 
     with _voice_lock:  # one onnxruntime session; Piper keeps per-call state on it
         config = None if vary else SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+        if length_scale is not None:
+            config = config or SynthesisConfig()
+            config.length_scale = length_scale
         chunks = [c.audio_float_array for c in voice.synthesize(text, syn_config=config)]
         native_hz = voice.config.sample_rate
     if not chunks:

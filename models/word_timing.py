@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from voxline.pipeline.frames import Word
+from voxline.words import Word
 
 _ENCODER_FRAMES_PER_S = 50  # the encoder halves the 100 frames/s mel rate
 _END_GUARD_S = 0.02  # one encoder frame

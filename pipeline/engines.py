@@ -32,12 +32,15 @@ class SpeechRecognizer(Protocol):
         audio: npt.NDArray[np.float32],
         *,
         prefix_words: Sequence[str] = (),
+        context_words: Sequence[str] = (),
         final: bool,
         deadline: float,
         session_key: Hashable | None = None,
     ) -> RecognizerResult:
         """Recognise 16 kHz mono ``audio`` continuing after ``prefix_words``.
 
+        ``context_words`` are earlier words of the same stream (not in ``audio``): a
+        hint for reading this audio as their continuation; they never come back.
         Returns the words after the prefix with times in seconds from the start of
         ``audio``. Raises ``voxline.errors.Superseded`` when a newer partial of the
         same ``session_key`` replaced this one before it ran.
@@ -126,4 +129,15 @@ class SpeechSynthesizer(Protocol):
         ``deadline`` (``time.monotonic()``) is when the listener runs out of audio
         without it; a shared engine serves the earliest deadline first.
         """
+        ...
+
+
+class TurnEndModel(Protocol):
+    """An audio end-of-turn model (e.g. Smart Turn): has the voice finished its turn?"""
+
+    window_s: float
+    """Seconds of the latest 16 kHz audio it listens to."""
+
+    async def probability(self, audio: npt.NDArray[np.float32]) -> float:
+        """P(the speaker has finished) for 16 kHz mono ``audio`` ending now."""
         ...

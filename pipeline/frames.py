@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from voxline.words import Word
+
 FloatAudio = npt.NDArray[np.float32]
+
+__all__ = [
+    "AudioFrame", "ControlFrame", "ControlKind", "ErrorFrame", "Frame", "TextFrame", "TranscriptFrame", "Word",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,16 +60,6 @@ class AudioFrame(Frame):
     def end_s(self) -> float:
         """Media time just after the last sample, in seconds."""
         return (self.pts_samples + len(self.samples)) / self.sample_rate_hz
-
-
-@dataclass(frozen=True, slots=True)
-class Word:
-    """One recognised word with its media-time span (s) and the model's confidence."""
-
-    text: str
-    start_s: float
-    end_s: float
-    probability: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

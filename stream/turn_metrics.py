@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client.core import HistogramMetricFamily
 
-from voxline.pipeline.turn_latency import MARKS
+from voxline.pipeline.agent.turn_latency import MARKS
 
 BUCKETS_S = (0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9, 1.2, 1.6, 2.5, 5.0)
 SPANS = ("v2v", *MARKS[1:])

@@ -36,7 +36,7 @@ import soxr
 
 from voxline.pipeline.frames import AudioFrame
 from voxline.pipeline.recipes.agent import AgentSession
-from voxline.pipeline.sample_fifo import SampleFifo
+from voxline.sample_fifo import SampleFifo
 
 log = logging.getLogger(__name__)
 FloatAudio = npt.NDArray[np.float32]

@@ -50,7 +50,8 @@ class ScriptedRecognizer:
     def __init__(self) -> None:
         self.calls: list[tuple[float, bool, tuple[str, ...]]] = []
 
-    async def transcribe(self, audio: np.ndarray, *, prefix_words: Sequence[str] = (), final: bool, deadline: float,
+    async def transcribe(self, audio: np.ndarray, *, prefix_words: Sequence[str] = (), context_words: Sequence[str] = (),
+                         final: bool, deadline: float,
                          session_key: Hashable | None = None) -> Result:
         seconds = len(audio) / RATE
         self.calls.append((seconds, final, tuple(prefix_words)))
@@ -112,7 +113,8 @@ async def test_an_utterance_starts_where_the_vad_says_even_in_the_past() -> None
 async def test_a_pause_that_becomes_the_end_is_finalized_without_a_second_decode() -> None:
     frames = [control(ControlKind.SPEECH_START, 0), *audio(0, 0.9), control(ControlKind.SPEECH_PAUSE, 0.9),
               *audio(0.9, 0.05), control(ControlKind.SPEECH_STOP, 0.95)]
-    transcripts, recognizer = await run(frames, AsrSettings(partial_interval_ms=10_000))
+    # late_tail_ms=0: "three" ends no sentence, which would otherwise wait for more audio.
+    transcripts, recognizer = await run(frames, AsrSettings(partial_interval_ms=10_000, late_tail_ms=0))
     assert finals(transcripts) == ["one two three"]
     assert sum(1 for _, final, _ in recognizer.calls if final) == 1
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voxline.pipeline.barge_in import BargeInAction, BargeInPolicy, BargeInSettings
+from voxline.pipeline.agent.barge_in import BargeInAction, BargeInPolicy, BargeInSettings
 
 
 def talking_agent() -> BargeInPolicy:

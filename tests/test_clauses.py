@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voxline.pipeline.clauses import ClauseChunker, ClauseRules
+from voxline.pipeline.agent.clauses import ClauseChunker, ClauseRules
 
 
 def stream(pieces: list[str], chunker: ClauseChunker | None = None) -> list[list[str]]:

@@ -40,3 +40,33 @@ def test_mypy_finds_nothing(tmp_path: Path) -> None:
         cwd=src, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _imports_of(folder: str) -> set[tuple[str, str]]:
+    """(file, imported voxline module) for every absolute voxline import under ``folder``."""
+    import ast
+
+    found = set()
+    for path in (ROOT / folder).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add((str(path.relative_to(ROOT)), node.module))
+            elif isinstance(node, ast.Import):
+                found.update((str(path.relative_to(ROOT)), alias.name) for alias in node.names)
+    return {(f, m) for f, m in found if m.startswith("voxline")}
+
+
+def test_dependency_direction_holds() -> None:
+    """models/ knows no pipeline or transport; pipeline/ knows no transport and, outside
+    its recipes, no concrete model; nothing imports clients/ but the CLI."""
+    wrong = {(f, m) for f, m in _imports_of("models") if m.startswith(("voxline.pipeline", "voxline.stream"))}
+    wrong |= {
+        (f, m) for f, m in _imports_of("pipeline")
+        if m.startswith("voxline.stream") or (m.startswith("voxline.models") and "/recipes/" not in f)
+    }
+    for folder in ("pipeline", "models", "stream", "voxline"):
+        wrong |= {
+            (f, m) for f, m in _imports_of(folder)
+            if m.startswith("voxline.clients") and not f.endswith("cli.py")
+        }
+    assert not wrong, sorted(wrong)

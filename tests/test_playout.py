@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voxline.pipeline.playout import PlayoutBuffer
+from voxline.pipeline.agent.playout import PlayoutBuffer
 
 RATE = 16000
 FRAME = 320  # 20 ms

@@ -5,8 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from voxline.pipeline.asr.stable_prefix import StablePrefix
 from voxline.pipeline.frames import Word
-from voxline.pipeline.stable_prefix import StablePrefix, cut_repetition
+from voxline.words import cut_repetition
 
 
 def words(text: str) -> list[Word]:

@@ -1,10 +1,10 @@
-"""End of turn: complete-sounding words end the turn at once, hanging ones wait."""
+"""End of turn: ready when quiet with every final in; due after a wait set by the words and the voice."""
 
 from __future__ import annotations
 
 import pytest
 
-from voxline.pipeline.turn_taking import TurnDetector, TurnWaits, reads_complete
+from voxline.pipeline.agent.turn_taking import TurnDetector, TurnWaits, reads_complete
 
 
 @pytest.mark.parametrize(
@@ -35,19 +35,19 @@ def _spoken(detector: TurnDetector, text: str, start_s: float, end_s: float) -> 
 def test_complete_turn_ends_as_soon_as_the_final_is_in() -> None:
     detector = TurnDetector(TurnWaits(complete_wait_ms=0, incomplete_wait_ms=900))
     _spoken(detector, "What time is it?", 0.0, 1.2)
-    ended = detector.poll(1.25)
+    ended = detector.poll(1.25, prepare=False)
     assert ended is not None
     assert ended.text == "What time is it?"
     assert ended.speech_end_s == 1.2 and ended.complete
-    assert detector.poll(1.3) is None  # once only
+    assert detector.poll(1.3, prepare=False) is None  # once only
 
 
 def test_hanging_turn_waits_and_a_continuation_joins_it() -> None:
     detector = TurnDetector(TurnWaits(complete_wait_ms=0, incomplete_wait_ms=900))
     _spoken(detector, "I would like to book a table for", 0.0, 2.0)
-    assert detector.poll(2.5) is None  # a thinking pause is not the end
+    assert detector.poll(2.5, prepare=False) is None  # a thinking pause is not the end
     _spoken(detector, "two people tonight.", 2.6, 4.0)
-    ended = detector.poll(4.05)
+    ended = detector.poll(4.05, prepare=False)
     assert ended is not None
     assert ended.text == "I would like to book a table for two people tonight."
 
@@ -55,8 +55,8 @@ def test_hanging_turn_waits_and_a_continuation_joins_it() -> None:
 def test_hanging_turn_ends_after_the_long_wait() -> None:
     detector = TurnDetector(TurnWaits(complete_wait_ms=0, incomplete_wait_ms=900))
     _spoken(detector, "and then", 0.0, 1.0)
-    assert detector.poll(1.8) is None
-    ended = detector.poll(1.95)
+    assert detector.poll(1.8, prepare=False) is None
+    ended = detector.poll(1.95, prepare=False)
     assert ended is not None and not ended.complete
 
 
@@ -118,3 +118,29 @@ def test_a_late_final_of_the_first_sentence_does_not_end_the_wait_for_the_second
     detector.final("It was lovely.", audio_end_s=3.2)
     ended = detector.poll(3.3)
     assert ended is not None and ended.text == "I went to Paris. It was lovely."
+
+
+def test_a_turn_is_ready_to_prepare_before_it_is_due() -> None:
+    detector = TurnDetector(TurnWaits(complete_wait_ms=400))
+    _spoken(detector, "Ever tried.", 0.0, 1.0)
+    ready = detector.poll(1.05)  # quiet and the final is in: prepare the reply now
+    assert ready is not None and ready.text == "Ever tried."
+    assert not detector.due(ready, 1.3)  # a 300 ms pause between sentences is not the end
+    assert detector.due(ready, 1.41)
+
+
+def test_the_voice_decides_when_the_text_reads_complete() -> None:
+    waits = TurnWaits(complete_wait_ms=400, unsure_wait_ms=800, incomplete_wait_ms=1200)
+    detector = TurnDetector(waits, uses_audio_model=True)
+    _spoken(detector, "Ever tried.", 0.0, 1.0)
+    assert detector.wait_ms("Ever tried.") == 800  # no verdict yet: unsure
+    detector.audio_verdict(0.9)
+    assert detector.wait_ms("Ever tried.") == 400  # the voice finished too
+    assert detector.wait_ms("it was the worst of times,") == 800
+    detector.audio_verdict(0.1)
+    assert detector.wait_ms("Ever tried.") == 800  # the voice goes on: a pause between sentences
+    assert detector.wait_ms("it was the worst of times,") == 1200
+    detector.speech_start(1.3)  # speech again: the verdict was of the last pause only
+    detector.audio_verdict(0.9)  # a verdict landing while the user speaks is ignored
+    detector.speech_quiet(2.0)
+    assert detector.wait_ms("Ever tried.") == 800

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 
 from voxline.errors import EngineError
+from voxline.pipeline.agent.turn_latency import MARKS
+from voxline.pipeline.agent.turn_taking import TurnWaits
+from voxline.pipeline.agent.voice_agent import AgentSettings, VoiceAgent
 from voxline.pipeline.frames import AudioFrame, ControlFrame, ControlKind, TranscriptFrame, Word
-from voxline.pipeline.turn_latency import MARKS
-from voxline.pipeline.turn_taking import TurnWaits
-from voxline.pipeline.voice_agent import AgentSettings, VoiceAgent
 
 RATE = 16000
 FRAME = 320  # 20 ms
@@ -173,12 +173,12 @@ class FakeTTS:
 class Call:
     """The user's side of one session: their audio, VAD and transcripts in, the speaker out."""
 
-    def __init__(self, chat: FakeChat, **settings: Any) -> None:
+    def __init__(self, chat: FakeChat, turn_model: Any = None, **settings: Any) -> None:
         self.chat = chat
         self.tts = FakeTTS()
         settings.setdefault("waits", TurnWaits(complete_wait_ms=0, incomplete_wait_ms=INCOMPLETE_WAIT_MS))
         settings.setdefault("noise_resume_ms", NOISE_RESUME_MS)
-        self.agent = VoiceAgent(chat, self.tts, AgentSettings(system_prompt=SYSTEM, **settings))
+        self.agent = VoiceAgent(chat, self.tts, AgentSettings(system_prompt=SYSTEM, **settings), turn_model=turn_model)
         self.out: list[np.ndarray] = []  # one pulled frame per step
         self.events: list[dict[str, Any]] = []
         self._pts = 0
@@ -549,3 +549,43 @@ async def test_a_reply_that_runs_dry_midway_reports_its_gap_and_a_flowing_one_no
     stalled.chat.go.set()
     done = await stalled.until("agent_done")
     assert done["gap_ms"] >= 200.0
+
+
+class FixedTurnModel:
+    """An end-of-turn model that answers ``probability`` and records what it heard."""
+
+    window_s = 8.0
+
+    def __init__(self, probability: float) -> None:
+        self.answer = probability
+        self.heard: list[int] = []
+
+    async def probability(self, audio: np.ndarray) -> float:
+        self.heard.append(len(audio))
+        return self.answer
+
+
+async def test_a_reply_is_prepared_during_the_wait_and_dropped_unheard_when_the_user_goes_on() -> None:
+    call = Call(FakeChat(["First answer."], ["Second answer."]), waits=TurnWaits(complete_wait_ms=400))
+    await call.says("Ever tried.")
+    await call.step(10)  # 200 ms: a pause between sentences
+    assert call.chat.asked, "the reply is prepared while the turn is not yet due"
+    assert call.voiced().size == 0 and not call.of("user_turn")
+    await call.says("Ever failed.")  # the user goes on: the held reply is dropped, unheard
+    turn = await call.until("user_turn")
+    assert turn["text"] == "Ever tried. Ever failed."
+    await call.until("agent_done")
+    assert call.of("agent_done")[0]["text"] == "Second answer."
+    assert not call.of("reply_discarded")  # never announced, so never withdrawn
+
+
+async def test_the_audio_model_shortens_the_wait_when_the_voice_finished_and_lengthens_it_when_not() -> None:
+    waits = TurnWaits(complete_wait_ms=300, unsure_wait_ms=700, incomplete_wait_ms=1200)
+    for probability, expected_ms in ((0.9, 300), (0.1, 700)):
+        model = FixedTurnModel(probability)
+        call = Call(FakeChat(), waits=waits, turn_model=model)
+        stopped_s = await call.says("Ever tried.")
+        await call.until("user_turn")
+        waited_ms = (call.now_s - stopped_s) * 1000
+        assert model.heard, "the model heard the user's voice at the pause"
+        assert expected_ms - 1e-6 <= waited_ms <= expected_ms + 20 + 1e-6

@@ -93,9 +93,11 @@ class TtsConfig:
 class AgentConfig:
     """The conversation: prompt, reply and history sizes, turn-taking, barge-in, echo.
 
-    End of turn: once the user is quiet and the final transcript is in, a turn that
-    reads as complete ends after ``complete_wait_ms`` of silence, one that does not
-    (a trailing "and", "um", a comma) after ``incomplete_wait_ms``.
+    End of turn: once the user is quiet and the final transcript is in, the reply is
+    prepared and held; it plays once the silence has lasted ``complete_wait_ms`` when
+    the words read complete and the voice sounds finished (``turn_model``:
+    ``smart-turn`` hears it, ``none`` trusts the words), ``unsure_wait_ms`` when the
+    two disagree, ``incomplete_wait_ms`` when neither says finished.
     Barge-in: user speech over the agent for ``bargein_min_speech_ms`` (the agent's VAD
     minimum, shorter than captioning's so the agent stops sooner) pauses it; a
     backchannel (the defaults plus the comma-separated ``extra_backchannels``) or a
@@ -108,8 +110,10 @@ class AgentConfig:
     )
     max_reply_tokens: int = 64
     history_tokens: int = 1024
-    complete_wait_ms: float = 0.0
-    incomplete_wait_ms: float = 900.0
+    complete_wait_ms: float = 400.0
+    unsure_wait_ms: float = 800.0
+    incomplete_wait_ms: float = 1200.0
+    turn_model: str = "smart-turn"
     bargein_min_speech_ms: float = 64.0
     max_backchannel_ms: float = 1500.0
     extra_backchannels: str = ""

@@ -27,16 +27,16 @@ from voxline.errors import ConfigError
 from voxline.models.llm import LlamaEngine
 from voxline.models.tts import PiperEngine
 
-from ..barge_in import BargeInSettings, backchannel_phrases
+from ..agent.barge_in import BargeInSettings, backchannel_phrases
+from ..agent.turn_taking import TurnWaits
+from ..agent.voice_agent import AgentSettings, VoiceAgent
 from ..edge import Edge
-from ..engines import ChatEngine
+from ..engines import ChatEngine, TurnEndModel
 from ..event_channel import EventChannel
 from ..graph import Graph
 from ..stage import Stage
 from ..stages.conversation import ConversationStage
 from ..stages.resample import ResampleStage
-from ..turn_taking import TurnWaits
-from ..voice_agent import AgentSettings, VoiceAgent
 from .captioner import CaptionEngines, make_asr_stage, make_vad_stage
 
 FloatAudio = npt.NDArray[np.float32]
@@ -63,6 +63,18 @@ def load_chat_engine(config: Config) -> ChatEngine:
     raise ConfigError(f"llm.backend must be 'embedded' or 'remote', not {llm.backend!r}")
 
 
+def load_turn_model(config: Config) -> TurnEndModel | None:
+    """The audio end-of-turn model the config names (``smart-turn``), or None (``none``)."""
+    name = config.agent.turn_model
+    if name == "none":
+        return None
+    if name == "smart-turn":
+        from voxline.models.turn_model import SmartTurnEngine
+
+        return SmartTurnEngine()
+    raise ConfigError(f"agent.turn_model must be 'smart-turn' or 'none', not {name!r}")
+
+
 def agent_settings(config: Config) -> AgentSettings:
     """The per-session agent settings from the config's ``agent`` section."""
     agent = config.agent
@@ -71,7 +83,10 @@ def agent_settings(config: Config) -> AgentSettings:
         system_prompt=agent.system_prompt,
         max_reply_tokens=agent.max_reply_tokens,
         history_tokens=agent.history_tokens,
-        waits=TurnWaits(agent.complete_wait_ms, agent.incomplete_wait_ms),
+        waits=TurnWaits(
+            complete_wait_ms=agent.complete_wait_ms, unsure_wait_ms=agent.unsure_wait_ms,
+            incomplete_wait_ms=agent.incomplete_wait_ms,
+        ),
         barge_in=BargeInSettings(
             min_speech_ms=0.0,  # the agent's VAD opens speech only after agent.bargein_min_speech_ms
             max_backchannel_ms=agent.max_backchannel_ms,
@@ -89,6 +104,7 @@ class AgentEngines:
     tts: PiperEngine
     config: Config
     owns_captions: bool = True
+    turn_model: TurnEndModel | None = None
 
     @classmethod
     async def load(cls, config: Config | None = None, captions: CaptionEngines | None = None) -> AgentEngines:
@@ -103,6 +119,7 @@ class AgentEngines:
             captions = await CaptionEngines.load(config.asr, config.vad)
         tts = PiperEngine(config.tts.voice or None, workers=config.tts.workers, cpu_threads=config.tts.cpu_threads)
         try:
+            turn_model = load_turn_model(config)
             llm = load_chat_engine(config)
             await llm.start()
             await tts.start()
@@ -111,7 +128,9 @@ class AgentEngines:
                 await captions.close()
             await tts.close()
             raise
-        return cls(captions=captions, llm=llm, tts=tts, config=config, owns_captions=owns_captions)
+        return cls(
+            captions=captions, llm=llm, tts=tts, config=config, owns_captions=owns_captions, turn_model=turn_model
+        )
 
     async def close(self) -> None:
         """Stop every engine this object owns. Idempotent."""
@@ -183,7 +202,10 @@ def build_agent_session(
         canceller = EchoCanceller()
         stages.append(EchoCancelStage(canceller))
         on_played = EchoReference(canceller, engines.tts.sample_rate_hz)
-    agent = VoiceAgent(engines.llm, engines.tts, settings or agent_settings(config), events, on_played=on_played)
+    agent = VoiceAgent(
+        engines.llm, engines.tts, settings or agent_settings(config), events, on_played=on_played,
+        turn_model=engines.turn_model,
+    )
     conversation = ConversationStage(agent)
     audio_in = graph.input_to(resample, maxsize=64)
     graph.chain(*stages, vad, asr, conversation, maxsize=64)

@@ -8,9 +8,9 @@ agent's events, what it hears comes out of ``VoiceAgent.pull``. Closing the stag
 
 from __future__ import annotations
 
+from ..agent.voice_agent import VoiceAgent
 from ..frames import AudioFrame, ControlFrame, Frame, TranscriptFrame
 from ..stage import Stage
-from ..voice_agent import VoiceAgent
 
 
 class ConversationStage(Stage):

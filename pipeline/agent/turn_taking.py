@@ -1,25 +1,34 @@
-"""End of the user's turn: VAD silence plus a reading of the words. Sans I/O.
+"""End of the user's turn: VAD silence, a reading of the words, and the voice. Sans I/O.
 
 A user turn is one or more final transcripts (the recogniser closes an utterance at
-every pause). The turn ends once the user is quiet, every utterance's final is in,
-and the silence has lasted long enough for what was said:
+every pause). Two moments matter:
 
-- the words read as **complete** (they end a sentence and the last word does not
-  leave it hanging): ``complete_wait_ms`` after the speech ended (default 0, i.e. as
-  soon as the final is in; the recogniser already waited its early-final margin);
-- they read as **incomplete** (a trailing "and", "the", "um", a comma or ellipsis,
-  no closing punctuation): ``incomplete_wait_ms``, so a mid-sentence pause to think
-  is not taken as the end of the turn.
+- **ready**: the user is quiet and every utterance's final is in. ``poll`` returns the
+  turn then, so the agent can prepare its reply (first clause generated and
+  synthesized) while it waits; a reply not yet played is dropped if the user goes on.
+- **due**: the silence has lasted ``wait_ms`` for what was said and how it sounded.
 
-Whisper punctuates its finals, which is what makes the text reading cheap; the wait
-for incomplete text is the fallback that always ends a turn. Speech that never gets a
-final (a cough: the recogniser sends none for an utterance without words) stops
-holding the turn open after ``final_timeout_ms`` of quiet.
+The wait combines two readings. The text reads **complete** when it ends a sentence
+and the last word does not leave it hanging ("and", "the", "um", a comma or an
+ellipsis read incomplete). Whisper punctuates the fragments of real speakers as
+sentences ("Ever tried."), so the text alone cannot tell a pause between sentences
+from the end of a turn; an audio end-of-turn model (Smart Turn, fed the last 8 s of
+the user's voice at the pause: ``audio_verdict``) hears whether the voice finished:
+
+| text | voice (audio model) | wait |
+|---|---|---|
+| complete | finished, or no model | ``complete_wait_ms`` |
+| complete | not finished / not heard yet | ``unsure_wait_ms`` |
+| incomplete | finished | ``unsure_wait_ms`` |
+| incomplete | not finished, or no model | ``incomplete_wait_ms`` |
+
+``complete_wait_ms`` (400 by default) outlasts the 150–350 ms pauses people leave
+between sentences of one turn, measured from where the VAD turned quiet. Speech that
+never gets a final (a cough) stops holding the turn open after ``final_timeout_ms``.
 
 Feed events with media times (seconds of the user's stream) and call ``poll`` with
-the current media time; it returns the turn's text once, when the turn ends.
-``retract`` puts an ended turn back (the user went on speaking before the agent
-answered), so the next end of turn covers everything said.
+the current media time; ``retract`` puts a turn back (the user went on speaking
+before the agent answered), so the next end of turn covers everything said.
 """
 
 from __future__ import annotations
@@ -51,11 +60,14 @@ def reads_complete(text: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class TurnWaits:
-    """How long (ms) the user must be quiet before the turn ends, by how the words read."""
+    """How long (ms) the user must be quiet before the turn ends (see the module's table)."""
 
-    complete_wait_ms: float = 0.0
-    incomplete_wait_ms: float = 900.0
+    complete_wait_ms: float = 400.0
+    unsure_wait_ms: float = 800.0
+    incomplete_wait_ms: float = 1200.0
     final_timeout_ms: float = 2000.0
+    audio_threshold: float = 0.5
+    """Audio-model probability at or above which the voice counts as finished."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +89,8 @@ class TurnDetector:
     _awaiting_final: bool = False
     _quiet_since_s: float | None = None
     _speech_start_s: float = -1.0
+    uses_audio_model: bool = False
+    _audio_finished: bool | None = None
 
     @property
     def pending_text(self) -> str:
@@ -89,6 +103,7 @@ class TurnDetector:
         self._speaking = True
         self._awaiting_final = True
         self._quiet_since_s = None
+        self._audio_finished = None
 
     def speech_resume(self, at_s: float = -1.0) -> None:
         """A pause inside speech ended before the VAD's hangover."""
@@ -112,6 +127,28 @@ class TurnDetector:
         if text.strip():
             self._parts.append(text.strip())
 
+    def audio_verdict(self, probability: float) -> None:
+        """The audio model's probability that the voice finished, heard at the current pause."""
+        if not self._speaking:
+            self._audio_finished = probability >= self.waits.audio_threshold
+
+    def wait_ms(self, text: str) -> float:
+        """The silence (ms) a turn with ``text`` needs before it is due, given the voice."""
+        waits = self.waits
+        complete = reads_complete(text)
+        voice = self._audio_finished if self.uses_audio_model else None
+        if voice is None and self.uses_audio_model:
+            return waits.unsure_wait_ms if complete else waits.incomplete_wait_ms
+        if voice is None:
+            return waits.complete_wait_ms if complete else waits.incomplete_wait_ms
+        if complete:
+            return waits.complete_wait_ms if voice else waits.unsure_wait_ms
+        return waits.unsure_wait_ms if voice else waits.incomplete_wait_ms
+
+    def due(self, turn: EndOfTurn, now_s: float) -> bool:
+        """True once the silence after ``turn`` has lasted its wait (the reply may play)."""
+        return (now_s - turn.speech_end_s) * 1000 >= self.wait_ms(turn.text)
+
     def discard_last(self, text: str) -> None:
         """Drop the most recent final if it is ``text`` (a backchannel heard over the agent)."""
         if self._parts and self._parts[-1] == text.strip():
@@ -121,8 +158,8 @@ class TurnDetector:
         """Put an ended turn's words back in front of what came since."""
         self._parts.insert(0, turn.text)
 
-    def poll(self, now_s: float) -> EndOfTurn | None:
-        """The ended turn, once, when the silence is long enough for its words; else None."""
+    def poll(self, now_s: float, *, prepare: bool = True) -> EndOfTurn | None:
+        """The turn, once, when it is ready (``prepare``) or due (not ``prepare``); else None."""
         quiet = self._quiet_since_s
         if self._speaking or quiet is None:
             return None
@@ -131,10 +168,8 @@ class TurnDetector:
             return None
         if not self._parts:
             return None
-        text = self.pending_text
-        complete = reads_complete(text)
-        wait_ms = self.waits.complete_wait_ms if complete else self.waits.incomplete_wait_ms
-        if quiet_ms < wait_ms:
+        turn = EndOfTurn(self.pending_text, quiet, reads_complete(self.pending_text))
+        if not prepare and not self.due(turn, now_s):
             return None
         self._parts.clear()
-        return EndOfTurn(text, quiet, complete)
+        return turn

@@ -12,9 +12,13 @@ which a transport pulls at real-time pace (``pull``). It owns, for its session:
 - ``Conversation``: the history, holding of each reply only what was played.
 
 The user's words enter the history when the reply to them starts playing. A reply
-that has not started playing when the user speaks again is discarded and its turn
-put back, so the next end of turn answers everything said (a mid-sentence pause
-taken for the end of the turn costs nothing but the discarded work).
+is prepared as soon as the turn is *ready* (quiet, finals in) and held unplayed until
+the turn is *due* (the silence has lasted what the words and the voice call for, see
+``turn_taking.py``; an audio end-of-turn model, when given, hears the last 8 s at the
+pause). So the listener waits the longer of the end-of-turn wait and the reply's
+preparation, not their sum. A reply that has not started playing when the user
+speaks again is discarded and its turn put back, so the next end of turn answers
+everything said (a pause taken for the end of the turn costs only the discarded work).
 
 Everything the client should know goes out as events on an ``EventChannel``:
 ``user_partial``/``user_final``, ``user_turn``, ``agent_text`` (a clause as it
@@ -38,12 +42,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from ..engines import ChatEngine, SpeechSynthesizer, TurnEndModel
+from ..event_channel import EventChannel
+from ..frames import AudioFrame, ControlFrame, ControlKind, TranscriptFrame
 from .barge_in import BargeInAction, BargeInPolicy, BargeInSettings
 from .clauses import ClauseChunker, ClauseRules
-from .conversation import Conversation
-from .engines import ChatEngine, SpeechSynthesizer
-from .event_channel import EventChannel
-from .frames import AudioFrame, ControlFrame, ControlKind, TranscriptFrame
+from .history import Conversation
 from .playout import PlayoutBuffer
 from .turn_latency import TurnTimeline
 from .turn_taking import EndOfTurn, TurnDetector, TurnWaits
@@ -71,6 +75,8 @@ class AgentSettings:
     final_wait_ms: float = 1500.0
     clause_rules: ClauseRules = field(default_factory=lambda: ClauseRules(first_max_words=4, second_max_words=8))
     max_queued_audio_s: float = 60.0
+    verdict_after_ms: float = 100.0
+    """Quiet (ms, from where the VAD turned quiet) after which the audio model listens."""
 
 
 @dataclass(slots=True, eq=False)
@@ -85,6 +91,7 @@ class _Reply:
     audio_started: bool = False
     text: str = ""
     underrun_samples: int = 0
+    held: bool = True
 
 
 class MediaClock:
@@ -119,6 +126,7 @@ class VoiceAgent:
         events: EventChannel | None = None,
         *,
         on_played: Callable[[FloatAudio], None] | None = None,
+        turn_model: TurnEndModel | None = None,
     ) -> None:
         self.llm = llm
         self.tts = tts
@@ -127,7 +135,12 @@ class VoiceAgent:
         self.on_played = on_played
         self.playout = PlayoutBuffer(tts.sample_rate_hz, max_s=self.settings.max_queued_audio_s)
         self.conversation = Conversation(self.settings.system_prompt, self.settings.history_tokens)
-        self.turns = TurnDetector(self.settings.waits)
+        self.turns = TurnDetector(self.settings.waits, uses_audio_model=turn_model is not None)
+        self.turn_model = turn_model
+        self._voice: deque[FloatAudio] = deque()  # the last turn_model.window_s of user audio
+        self._voice_samples = 0
+        self._verdict: asyncio.Task[None] | None = None
+        self._verdict_asked = False
         self.barge_in = BargeInPolicy(self.settings.barge_in)
         self.clock = MediaClock()
         self._reply: _Reply | None = None
@@ -159,6 +172,9 @@ class VoiceAgent:
         """Time passes in the user's stream: barge-in timing and end-of-turn polling."""
         self.clock.add(frame)
         self._now_s = now_s = frame.end_s
+        if self.turn_model is not None:
+            self._remember_voice(frame)
+            self._maybe_ask_verdict(now_s)
         if self._user_speaking:
             await self._act(self.barge_in.user_audio(now_s), reason="long_speech")
         elif self.barge_in.paused and self._quiet_since_s is not None:
@@ -171,6 +187,9 @@ class VoiceAgent:
             ended = self.turns.poll(now_s)
             if ended is not None:
                 self._start_reply(ended)
+        reply = self._reply
+        if reply is not None and reply.held and self.turns.due(reply.turn, now_s):
+            self._take_turn(reply)
 
     async def on_control(self, frame: ControlFrame) -> None:
         """VAD events: the user started, paused, resumed or stopped speaking."""
@@ -178,6 +197,8 @@ class VoiceAgent:
         if kind in (ControlKind.SPEECH_START, ControlKind.SPEECH_RESUME):
             self._user_speaking = True
             self._quiet_since_s = None
+            self._verdict_asked = False
+            await self._cancel_verdict()
             if kind is ControlKind.SPEECH_START:
                 self.turns.speech_start(frame.media_time_s)
             else:
@@ -234,8 +255,45 @@ class VoiceAgent:
         reply, self._reply = self._reply, None
         self.playout.flush()
         self.events.close()
+        await self._cancel_verdict()
         if reply is not None:
             await self._cancel(reply)
+
+    # -- the audio end-of-turn model ---------------------------------------------------
+
+    def _remember_voice(self, frame: AudioFrame) -> None:
+        assert self.turn_model is not None
+        self._voice.append(frame.samples)
+        self._voice_samples += len(frame.samples)
+        keep = round(self.turn_model.window_s * frame.sample_rate_hz)
+        while self._voice and self._voice_samples - len(self._voice[0]) >= keep:
+            self._voice_samples -= len(self._voice.popleft())
+
+    def _maybe_ask_verdict(self, now_s: float) -> None:
+        quiet = self._quiet_since_s
+        if self._verdict_asked or self._user_speaking or quiet is None:
+            return
+        if (now_s - quiet) * 1000 < self.settings.verdict_after_ms:
+            return
+        self._verdict_asked = True
+        audio = np.concatenate(list(self._voice)) if self._voice else np.zeros(0, np.float32)
+        self._verdict = asyncio.create_task(self._ask_verdict(audio), name="voxline-turn-verdict")
+
+    async def _ask_verdict(self, audio: FloatAudio) -> None:
+        assert self.turn_model is not None
+        try:
+            probability = await self.turn_model.probability(audio)
+        except Exception as exc:  # a model failure falls back to the text reading's waits
+            log.warning("end-of-turn model failed: %s", exc)
+            return
+        self.turns.audio_verdict(probability)
+        self.events.publish({"type": "turn_verdict", "probability": round(probability, 3)})
+
+    async def _cancel_verdict(self) -> None:
+        task, self._verdict = self._verdict, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=_CLOSE_TIMEOUT_S)
 
     # -- barge-in -------------------------------------------------------------------
 
@@ -280,11 +338,19 @@ class VoiceAgent:
         timeline.mark("speech_end", self.clock.wall(ended.speech_end_s))
         timeline.mark("asr_final", self._last_final_made or time.monotonic())
         self._last_final_made = 0.0
-        timeline.mark("endpoint", time.monotonic())
         reply = _Reply(self._reply_count, ended, timeline)
+        reply.held = not self.turns.due(ended, self._now_s)
         messages = self.conversation.messages_with_user(ended.text)
         reply.task = asyncio.create_task(self._run_reply(reply, messages), name=f"voxline-reply-{reply.id}")
         self._reply = reply
+        if not reply.held:
+            self._take_turn(reply)
+
+    def _take_turn(self, reply: _Reply) -> None:
+        """The turn is due: the prepared reply may play, and the client hears of the turn."""
+        reply.held = False
+        reply.timeline.mark("endpoint", time.monotonic())
+        ended = reply.turn
         self.events.publish({"type": "user_turn", "reply": reply.id, "text": ended.text, "complete": ended.complete})
 
     async def _discard_reply(self, reply: _Reply) -> None:
@@ -292,7 +358,8 @@ class VoiceAgent:
         self._reply = None
         self.playout.flush()
         self.turns.retract(reply.turn)
-        self.events.publish({"type": "reply_discarded", "reply": reply.id})
+        if not reply.held:  # a reply still held was never announced
+            self.events.publish({"type": "reply_discarded", "reply": reply.id})
         await self._cancel(reply)
 
     async def _cancel(self, reply: _Reply) -> None:
@@ -353,6 +420,11 @@ class VoiceAgent:
     def pull(self, n_samples: int) -> FloatAudio:
         """The next ``n_samples`` of agent audio at ``playout.sample_rate_hz`` (silence when idle)."""
         reply = self._reply
+        if reply is not None and reply.held:  # prepared, not yet due: the user may go on
+            frame = np.zeros(n_samples, np.float32)
+            if self.on_played is not None:
+                self.on_played(frame)
+            return frame
         had_audio = self.playout.playing
         frame = self.playout.next_frame(n_samples)
         for reply_id, text in self.playout.take_started():

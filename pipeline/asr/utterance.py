@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..frames import Word
-from ..stable_prefix import StablePrefix
+from .stable_prefix import StablePrefix
 
 ASR_RATE_HZ = 16000
 

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from voxline.pipeline.conversation import Conversation, estimate_tokens
+from voxline.pipeline.agent.history import Conversation, estimate_tokens
+from voxline.pipeline.agent.turn_latency import TurnTimeline
 from voxline.pipeline.event_channel import EventChannel
-from voxline.pipeline.turn_latency import TurnTimeline
 
 
 def test_history_keeps_system_prompt_and_order() -> None:
