@@ -445,15 +445,20 @@ class WhisperEngine:
             features[i, :, : mel.shape[1]] = mel
             content_frames.append(mel.shape[1])
         start = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        # CTranslate2 needs <|startoftranscript|> at one position in the whole batch, so
+        # every request keeps the same number of context tokens: the latest ones, as many
+        # as the shortest context has (none if one request has none).
+        n_context = min(len(r.context_tokens) for r in batch)
         prompts = [
-            ([tokenizer.sot_prev, *r.context_tokens] if r.context_tokens else []) + start + r.prefix_tokens
+            ([tokenizer.sot_prev, *r.context_tokens[len(r.context_tokens) - n_context :]] if n_context else [])
+            + start + r.prefix_tokens
             for r in batch
         ]
         max_audio_s = max(r.content_s for r in batch)
         # CTranslate2 4.8's Whisper returns at most max_length // 2 tokens (prefix
         # included; measured), hence the factor 2. The cap only stops repetition
         # loops: greedy decoding ends at end-of-text long before it.
-        wanted = max(len(r.prefix_tokens) + len(r.context_tokens) + 1 for r in batch) + _TOKENS_PER_S * max_audio_s + 10
+        wanted = n_context + 1 + max(len(r.prefix_tokens) for r in batch) + _TOKENS_PER_S * max_audio_s + 10
         max_length = min(_MAX_DECODE_TOKENS, 2 * math.ceil(wanted))
         t1 = time.perf_counter()
         encoded = self._model.encode(ctranslate2.StorageView.from_array(features))

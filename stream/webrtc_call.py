@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from voxline.errors import GraphClosed
 from voxline.pipeline.frames import AudioFrame
 from voxline.pipeline.recipes.agent import AgentSession
 from voxline.sample_fifo import SampleFifo
@@ -287,7 +288,14 @@ class AgentCall:
             )
             self._pts_in += len(samples)
             self.frames_in += 1
-            if not self.session.audio_in.put_nowait(audio):
+            try:
+                accepted = self.session.audio_in.put_nowait(audio)
+            except GraphClosed:  # the session's graph stopped (a stage failed): end the call
+                log.warning("call ended: its session stopped (%s)", self.session.graph.error)
+                self.failure = self.failure or "session_failed"
+                self._own(self.close(), "close")
+                return
+            if not accepted:
                 self.frames_dropped += 1
 
     async def _connect_watchdog(self) -> None:

@@ -32,7 +32,7 @@ def caption_engines() -> Iterator[CaptionEngines]:
 def agent_engines(caption_engines: CaptionEngines) -> Iterator[AgentEngines]:
     """The embedded LLM and Piper beside the shared caption engines (replies kept short)."""
     from voxline.models.tts import PiperEngine
-    from voxline.pipeline.recipes.agent import load_chat_engine
+    from voxline.pipeline.recipes.agent import load_chat_engine, load_turn_model
 
     config = load_config(env={}, overrides={"agent": {"max_reply_tokens": 40}})
 
@@ -41,7 +41,9 @@ def agent_engines(caption_engines: CaptionEngines) -> Iterator[AgentEngines]:
         await llm.start()
         tts = PiperEngine()
         await tts.start()
-        return AgentEngines(captions=caption_engines, llm=llm, tts=tts, config=config)
+        return AgentEngines(
+            captions=caption_engines, llm=llm, tts=tts, config=config, turn_model=load_turn_model(config)
+        )
 
     engines = asyncio.run(load())
     yield engines

@@ -126,6 +126,21 @@ async def test_requests_from_four_sessions_run_as_one_batch_each_with_its_own_te
         assert hyp.batch_size >= 4  # 5 if the worker had not yet taken the blocker
 
 
+async def test_requests_with_different_earlier_text_run_in_one_batch(engine: WhisperEngine) -> None:
+    contexts = [(), ("Hello", "there."), tuple("we met at the station in the morning and then".split()), ("Yes.",)]
+    texts = [FOX, STELLA, COFFEE, TRAIN]
+    blocker = asyncio.ensure_future(final(engine, speech(STELLA)))
+    await asyncio.sleep(0.02)  # the worker is now busy, so the four queue up together
+    hyps = await asyncio.gather(*(
+        engine.transcribe(speech(t), context_words=c, final=False, deadline=soon(), session_key=i)
+        for i, (t, c) in enumerate(zip(texts, contexts, strict=True))
+    ))
+    await blocker
+    for text, hyp in zip(texts, hyps, strict=True):
+        assert word_errors(text, hyp.text) <= 1, hyp.text
+        assert hyp.batch_size >= 4
+
+
 @pytest.mark.parametrize(
     "audio",
     [silence(2.0), white_noise(2.0, rms=0.1), white_noise(2.0, rms=0.003, seed=3)],

@@ -285,8 +285,9 @@ class UtteranceScheduler:
             if upto is None:
                 return None
             self._pending.popleft()
-            if not pending.final:
-                self._split_if_long(utterance, upto)
+            # Finals too: under load partials are rare, and a window must stay short
+            # (the recogniser takes at most 30 s).
+            self._split_if_long(utterance, upto)
             job = self._make_job(pending, upto)
             if len(job.audio) < ASR_RATE_HZ // 10:
                 self.decoded(job, [])
