@@ -25,8 +25,8 @@ from voxline.pipeline.recipes.agent import AgentEngines, build_agent_session
 from voxline.pipeline.recipes.captioner import CaptionEngines
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from real_speech import LONG_PASSAGE, real_clip  # noqa: E402
-from testset import speech_bounds  # noqa: E402
+from real_speech import LONG_PASSAGE, real_clip
+from testset import speech_bounds
 
 pytestmark = pytest.mark.slow
 RATE = 16000
