@@ -46,9 +46,14 @@ def white_noise(seconds: float, rms: float = 0.1, seed: int = 0) -> npt.NDArray[
     return (rng.standard_normal(round(seconds * SAMPLE_RATE_HZ)) * rms).astype(np.float32)
 
 
+_NUMBER_WORDS = "zero one two three four five six seven eight nine ten eleven twelve".split()
+
+
 def normalize(text: str) -> list[str]:
-    """Lower-case words without punctuation; spelled-out numbers stay as Whisper wrote them."""
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+    """Lower-case words without punctuation; the numbers 0–12 spelled out (Whisper writes
+    "9" or "nine" depending on the text before it, as it was prompted with)."""
+    words = re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+    return [_NUMBER_WORDS[int(w)] if w.isdigit() and int(w) < len(_NUMBER_WORDS) else w for w in words]
 
 
 def word_errors(reference: str, hypothesis: str) -> int:
