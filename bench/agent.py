@@ -244,6 +244,12 @@ async def run_set(engines: AgentEngines, name: str) -> dict[str, Any]:
     }
 
 
+def real_over_piper(by_set: dict[str, dict[str, Any]]) -> float | None:
+    """v2v p50 on the real set ÷ on the Piper set, both from this run (None without both)."""
+    real, piper = (by_set.get(name, {}).get("v2v_ms", {}).get("p50") for name in ("real", "piper"))
+    return round(real / piper, 2) if real and piper else None
+
+
 def _barge_clip(kind: str, i: int) -> np.ndarray:
     if kind == "interrupt":
         return synthesize(INTERRUPTIONS[i % len(INTERRUPTIONS)], LISTEN_RATE_HZ)
@@ -397,10 +403,9 @@ async def main() -> None:
                 story=STORY, interruptions=INTERRUPTIONS, verbose=not args.json,
                 recordings=set_recordings(name),
             )
-        ratio = None
-        if "piper" in by_set and by_set["real"]["v2v_ms"]["p50"] and by_set["piper"]["v2v_ms"]["p50"]:
-            ratio = round(by_set["real"]["v2v_ms"]["p50"] / by_set["piper"]["v2v_ms"]["p50"], 2)
-        print(json.dumps({"bench": "agent_calls", "calls": args.calls, "sets": by_set, "real_over_piper_v2v_p50": ratio}))
+        print(json.dumps({
+            "bench": "agent_calls", "calls": args.calls, "sets": by_set, "real_over_piper_v2v_p50": real_over_piper(by_set),
+        }))
         return
     config = load_config()
     engines = await AgentEngines.load(config)
@@ -408,10 +413,9 @@ async def main() -> None:
     try:
         if sets:
             by_set = {name: await run_set(engines, name) for name in sets}
-            ratio = None
-            if "piper" in by_set and by_set["real"]["v2v_ms"]["p50"] and by_set["piper"]["v2v_ms"]["p50"]:
-                ratio = round(by_set["real"]["v2v_ms"]["p50"] / by_set["piper"]["v2v_ms"]["p50"], 2)
-            print(json.dumps({"bench": "agent", "mode": "in_process", "sets": by_set, "real_over_piper_v2v_p50": ratio}))
+            print(json.dumps({
+                "bench": "agent", "mode": "in_process", "sets": by_set, "real_over_piper_v2v_p50": real_over_piper(by_set),
+            }))
             return
         turns = await run_turns(engines, args.turns, echo=False)
         barge = await run_bargeins(engines, args.bargeins, echo=False)

@@ -141,12 +141,7 @@ class Utterance:
     @classmethod
     def speak(cls, text: str, lead_silence_s: float = 0.0) -> Utterance:
         """``text`` spoken by Piper at 16 kHz, resampled to 48 kHz, after ``lead_silence_s`` of silence."""
-        speech = soxr.resample(synthesize(text, SYNTH_RATE_HZ), SYNTH_RATE_HZ, WEBRTC_RATE_HZ).astype(np.float32)
-        audio = np.concatenate([np.zeros(int(lead_silence_s * WEBRTC_RATE_HZ), np.float32), speech])
-        loud = np.flatnonzero(np.abs(audio) > LOUD)
-        if not len(loud):
-            raise VoxlineError(f"Piper said nothing audible for {text!r}")
-        return cls(text, audio, int(loud[0]), int(loud[-1]))
+        return cls.recorded(text, synthesize(text, SYNTH_RATE_HZ), lead_silence_s)
 
     @classmethod
     def recorded(cls, text: str, audio_16k: FloatAudio, lead_silence_s: float = LEAD_SILENCE_S) -> Utterance:
@@ -155,7 +150,7 @@ class Utterance:
         audio = np.concatenate([np.zeros(int(lead_silence_s * WEBRTC_RATE_HZ), np.float32), speech])
         loud = np.flatnonzero(np.abs(audio) > LOUD)
         if not len(loud):
-            raise VoxlineError(f"the clip for {text!r} is silent")
+            raise VoxlineError(f"nothing audible to say for {text!r}")
         return cls(text, audio, int(loud[0]), int(loud[-1]))
 
 

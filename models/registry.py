@@ -29,6 +29,7 @@ __all__ = [
     "piper_voice_path",
     "resolve_asr_model",
     "silero_vad_onnx_path",
+    "smart_turn_onnx_path",
     "whisper_base_path",
     "whisper_tiny_en_path",
 ]
@@ -174,6 +175,13 @@ def silero_vad_onnx_path() -> str:
     """Path of Silero VAD's ONNX model (v6, 8/16 kHz) from the ``silero-vad`` package."""
     hint = "install it with: pip install silero-vad"
     return _existing_file(_package_dir("silero_vad", hint) / "data" / "silero_vad.onnx", hint)
+
+
+def smart_turn_onnx_path() -> str:
+    """Path of Smart Turn v3.2's ONNX model inside ``pipecat-ai`` (which is never imported)."""
+    hint = "Smart Turn v3.2 ships in pipecat-ai from 1.14; install it with: pip install 'voxline[turn]'"
+    data = _package_dir("pipecat", hint) / "audio" / "turn" / "smart_turn" / "data"
+    return _existing_file(data / "smart-turn-v3.2-cpu.onnx", hint)
 
 
 def piper_voice_path() -> str:

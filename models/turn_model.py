@@ -35,7 +35,6 @@ inside the ``pipecat-ai`` wheel; it is located without importing pipecat.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import threading
 from pathlib import Path
 from typing import ClassVar
@@ -45,14 +44,11 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
 from voxline.errors import EngineError
-from voxline.models.registry import ModelNotFoundError
+from voxline.models.registry import ModelNotFoundError, smart_turn_onnx_path
 
-__all__ = ["SMART_TURN_INSTALL_HINT", "SmartTurnEngine", "SmartTurnModel", "smart_turn_onnx_path"]
+__all__ = ["SmartTurnEngine", "SmartTurnModel", "smart_turn_onnx_path"]
 
-SMART_TURN_INSTALL_HINT = "install it with: pip install 'voxline[turn]'"
-"""What the error says when the ``pipecat-ai`` wheel (the model's package) is missing."""
 
-_ONNX_IN_PACKAGE = ("audio", "turn", "smart_turn", "data", "smart-turn-v3.2-cpu.onnx")
 _NORM_EPS = 1e-7  # transformers' zero_mean_unit_var_norm
 _N_FFT = 400
 _HOP_SAMPLES = 160
@@ -63,39 +59,6 @@ _LOG_RANGE = 8.0  # log10 units kept below the loudest bin
 
 FloatArray = npt.NDArray[np.float32]
 
-
-def smart_turn_onnx_path() -> str:
-    """Path of ``smart-turn-v3.2-cpu.onnx`` inside the installed ``pipecat-ai`` package.
-
-    Only the package's location is read (``importlib.util.find_spec``): pipecat is
-    not imported, so none of its dependencies need to be installed.
-
-    Raises:
-        ModelNotFoundError: pipecat-ai is not installed, or its wheel lacks the model
-            (releases before Smart Turn v3.2); the message names the extra to install.
-    """
-    try:
-        spec = importlib.util.find_spec("pipecat")
-    except (ImportError, ValueError) as exc:
-        raise ModelNotFoundError(
-            f"Smart Turn needs the pipecat-ai package, which is not usable: {exc}; "
-            f"{SMART_TURN_INSTALL_HINT}"
-        ) from exc
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    if not locations:
-        raise ModelNotFoundError(
-            "Smart Turn's model ships in the pipecat-ai package, which is not installed; "
-            f"{SMART_TURN_INSTALL_HINT}"
-        )
-    for location in locations:
-        path = Path(location).joinpath(*_ONNX_IN_PACKAGE)
-        if path.is_file():
-            return str(path)
-    raise ModelNotFoundError(
-        f"pipecat-ai is installed at {locations[0]} but has no "
-        f"{'/'.join(_ONNX_IN_PACKAGE)} (Smart Turn v3.2 ships from pipecat-ai 1.14); "
-        f"{SMART_TURN_INSTALL_HINT}"
-    )
 
 
 class SmartTurnModel:

@@ -339,11 +339,10 @@ class VoiceAgent:
         timeline.mark("asr_final", self._last_final_made or time.monotonic())
         self._last_final_made = 0.0
         reply = _Reply(self._reply_count, ended, timeline)
-        reply.held = not self.turns.due(ended, self._now_s)
         messages = self.conversation.messages_with_user(ended.text)
         reply.task = asyncio.create_task(self._run_reply(reply, messages), name=f"voxline-reply-{reply.id}")
         self._reply = reply
-        if not reply.held:
+        if self.turns.due(ended, self._now_s):
             self._take_turn(reply)
 
     def _take_turn(self, reply: _Reply) -> None:

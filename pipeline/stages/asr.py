@@ -86,7 +86,7 @@ class StreamingAsrStage(Stage):
     async def process(self, frame: Frame) -> None:
         """Feed the scheduler, forward the frame, then send what it decided."""
         self._check_decoder()
-        await self._collect()
+        self._collect()
         scheduler = self.scheduler
         if isinstance(frame, AudioFrame):
             if frame.sample_rate_hz != ASR_RATE_HZ:
@@ -114,7 +114,7 @@ class StreamingAsrStage(Stage):
 
     async def on_end_of_stream(self, frame: ControlFrame) -> None:
         """Finalize the open utterance, wait for every decode, then forward end of stream."""
-        await self._collect()
+        self._collect()
         self.scheduler.end_of_stream()
         await self._send()
         while not self.scheduler.finished:
@@ -122,11 +122,11 @@ class StreamingAsrStage(Stage):
             if not self._done:
                 await self._decode_done.wait()
             self._check_decoder()
-            await self._collect()
+            self._collect()
             await self._send()
         await self.emit(frame)
 
-    async def _collect(self) -> None:
+    def _collect(self) -> None:
         """Hand finished decodes back to the scheduler."""
         while self._done:
             job, words = self._done.popleft()
@@ -134,15 +134,12 @@ class StreamingAsrStage(Stage):
 
     async def _send(self) -> None:
         """Emit the scheduler's transcripts and start its next decode."""
-        for transcript in self.scheduler.take_transcripts():
+        job = self.scheduler.take_job()  # None while one is in flight
+        for transcript in self.scheduler.take_transcripts():  # taking a job may split off a final
             await self.emit(_frame(transcript))
-        if self._job is None:
-            job = self.scheduler.take_job()
-            for transcript in self.scheduler.take_transcripts():  # a job may emit a split final
-                await self.emit(_frame(transcript))
-            if job is not None:
-                self._job = job
-                self._job_ready.set()
+        if job is not None:
+            self._job = job
+            self._job_ready.set()
 
     async def _decode_loop(self) -> None:
         while True:
