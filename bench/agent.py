@@ -380,6 +380,8 @@ async def main() -> None:
     parser.add_argument("--json", action="store_true", help="print only the JSON summary line")
     parser.add_argument("--url", help="call a running server (http://HOST:PORT) over WebRTC instead (agent_calls.py)")
     parser.add_argument("--calls", type=int, default=1, help="with --url: N calls at once")
+    parser.add_argument("--echo-gain", type=float, default=0.0, help="with --url: each caller's loudspeaker echo gain")
+    parser.add_argument("--echo-delay-ms", type=float, default=120.0, help="with --url: that echo's delay")
     parser.add_argument(
         "--set", default="", help=f"comma-separated test sets ({', '.join(SET_NAMES)}) spoken turn by turn; real always runs"
     )
@@ -394,6 +396,7 @@ async def main() -> None:
             print(json.dumps(await run_calls(
                 args.url, calls=args.calls, turns=args.turns, bargeins=args.bargeins, questions=QUESTIONS,
                 story=STORY, interruptions=INTERRUPTIONS, verbose=not args.json,
+                echo_gain=args.echo_gain, echo_delay_ms=args.echo_delay_ms,
             )))
             return
         by_set = {}
@@ -401,7 +404,7 @@ async def main() -> None:
             by_set[name] = await run_calls(
                 args.url, calls=args.calls, turns=args.turns, bargeins=args.bargeins, questions=QUESTIONS,
                 story=STORY, interruptions=INTERRUPTIONS, verbose=not args.json,
-                recordings=set_recordings(name),
+                recordings=set_recordings(name), echo_gain=args.echo_gain, echo_delay_ms=args.echo_delay_ms,
             )
         print(json.dumps({
             "bench": "agent_calls", "calls": args.calls, "sets": by_set, "real_over_piper_v2v_p50": real_over_piper(by_set),

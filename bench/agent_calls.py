@@ -27,6 +27,12 @@ Each call runs two phases, one after the other, on one connection:
    started has ended, no loud frame for 0.6 s, and at least 2 s since the
    interruption ended (at most 30 s).
 
+With ``--echo-gain G --echo-delay-ms D`` every call is a caller without echo
+cancellation on a loudspeaker: what it receives comes back into its microphone G
+times as loud, D ms later, mixed with what it says (``EchoDevice``, a pure delay: no
+room, no noise). The server's own echo canceller is what stands between the agent and
+its voice then.
+
 With ``--calls N`` the N calls run at once. Call k starts after its own random delay
 of 0–500 ms (seeded), so the calls overlap without speaking in lockstep. A call the
 server refuses with 503 is counted in ``refused`` and measures nothing.
@@ -51,6 +57,10 @@ Figures, over every call:
   buffer, so this is roughly the audio's own way down: pacing, Opus, the receive
   jitter buffer and decoding. ``transport`` − ``downlink_ms`` is then roughly the way
   up plus the VAD's estimate.
+- ``reply_audio_s`` {p50, p95}: per answered reply, the seconds of loud frames received
+  from its first loud frame to its ``agent_done``; ``reply_words`` {p50, p95}: the
+  words of its ``agent_done`` text (what the caller heard). An agent that cuts itself
+  off on its own echo shows here.
 - ``turns`` {asked, answered}. A question is answered when an ``agent_done`` with text
   arrives, within the timeout, for a reply whose ``user_turn`` arrived after the
   question started.
@@ -101,6 +111,7 @@ import numpy.typing as npt
 import soxr
 from percentiles import p50_p95
 
+from voxline.clients.echo_device import EchoDevice
 from voxline.clients.webrtc_client import CallClient, CallRefusedError
 from voxline.errors import VoxlineError
 from voxline.models.speech_synth import synthesize
@@ -120,6 +131,7 @@ BARGE_QUIET_S = 0.6
 BARGE_SETTLE_S = 2.0
 MIN_STOP_RUN_S = 0.3
 STALL_S = 0.1
+FRAME_S = 0.02
 MAX_START_DELAY_S = 0.5
 CONNECT_TIMEOUT_S = 20.0
 MORE_STORIES = (
@@ -330,6 +342,11 @@ class CallLog:
                 count += 1
         return count
 
+    def loud_s_between(self, start: float, end: float) -> float:
+        """Seconds of loud frames (20 ms each) received in [start, end]."""
+        first, last = bisect.bisect_left(self.frame_at, start), bisect.bisect_right(self.frame_at, end)
+        return sum(peak > LOUD for peak in self.frame_peak[first:last]) * FRAME_S
+
     def stalls(self) -> list[tuple[float, float]]:
         """Holes of at least ``STALL_S`` between consecutive frames: (start, seconds)."""
         at = self.frame_at
@@ -350,6 +367,8 @@ class TurnOutcome:
     playing: tuple[float, float] | None = None
     cut_ins: int = 0
     heard: str = ""
+    reply_audio_s: float | None = None
+    reply_words: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,9 +397,10 @@ class ScriptedCall:
 
     def __init__(
         self, url: str, questions: Sequence[Utterance], stories: Sequence[Utterance],
-        interruptions: Sequence[Utterance],
+        interruptions: Sequence[Utterance], echo: EchoDevice | None = None,
     ) -> None:
         self.url = url
+        self.echo = echo
         self.questions = questions
         self.stories = stories
         self.interruptions = interruptions
@@ -391,7 +411,7 @@ class ScriptedCall:
     async def run(self, start_delay_s: float = 0.0) -> CallReport:
         """The whole call; errors end up in the report. Cancelled midway, it hangs up first."""
         await asyncio.sleep(start_delay_s)
-        client = CallClient(self.url, self.mic.read, on_audio=self.log.on_audio)
+        client = CallClient(self.url, self._microphone, on_audio=self._loudspeaker)
         try:
             await client.connect(CONNECT_TIMEOUT_S)
             events = asyncio.create_task(self.log.read_events(client), name="bench-call-events")
@@ -421,6 +441,15 @@ class ScriptedCall:
         self.report.user_finals = self.log.user_finals
         return self.report
 
+    def _microphone(self, n_samples: int) -> FloatAudio:
+        said = self.mic.read(n_samples)
+        return said if self.echo is None else self.echo.capture(said)
+
+    def _loudspeaker(self, samples: FloatAudio) -> None:
+        self.log.on_audio(samples)
+        if self.echo is not None:
+            self.echo.play(samples)
+
     async def _say(self, utterance: Utterance) -> Spoken:
         timeout_s = len(utterance.audio) / WEBRTC_RATE_HZ + 5.0
         try:
@@ -444,6 +473,7 @@ class ScriptedCall:
         latency = log.latency.get(reply, {})
         server_v2v = latency.get("v2v_ms")
         latency_at = log.audio_started_at.get(reply)
+        done_text = str(log.done[reply].get("text") or "")
         return TurnOutcome(
             question.text, reply,
             v2v_ms=None if first is None else (first - spoken.end) * 1000,
@@ -453,6 +483,8 @@ class ScriptedCall:
             downlink_ms=None if first is None or latency_at is None else (first - latency_at) * 1000,
             playing=None if first is None else (first, log.done_at[reply]),
             cut_ins=cut_ins, heard=log.turn_text.get(reply, ""),
+            reply_audio_s=None if first is None else log.loud_s_between(first, log.done_at[reply]),
+            reply_words=len(done_text.split()),
         )
 
     async def _barge_in(self, story_request: Utterance, interruption: Utterance) -> BargeOutcome:
@@ -514,6 +546,8 @@ def summarize(reports: list[CallReport], *, cpu_util: float | None, client_cpu_u
         "breakdown_ms": breakdown,
         "downlink_ms": round(statistics.median(downlink), 1) if downlink else None,
         "turns": {"asked": len(turns), "answered": len(answered)},
+        "reply_audio_s": p50_p95([t.reply_audio_s for t in answered if t.reply_audio_s is not None]),
+        "reply_words": p50_p95([float(t.reply_words) for t in answered if t.reply_words is not None]),
         "cut_ins": sum(t.cut_ins for t in turns),
         "audio_gaps": {"replies_with_gap": sum(g > 0 for g in gaps), "max_gap_ms": max(gaps, default=0.0)},
         "receive_stalls": {
@@ -536,13 +570,15 @@ def summarize(reports: list[CallReport], *, cpu_util: float | None, client_cpu_u
 async def run_calls(
     url: str, *, calls: int, turns: int, bargeins: int, questions: Sequence[str], story: str,
     interruptions: Sequence[str], seed: int = 0, verbose: bool = False,
-    recordings: Sequence[tuple[str, FloatAudio]] = (),
+    recordings: Sequence[tuple[str, FloatAudio]] = (), echo_gain: float = 0.0, echo_delay_ms: float = 120.0,
 ) -> dict[str, Any]:
     """Run ``calls`` scripted calls at once against ``url``; the summary of ``summarize``.
 
     With ``recordings`` ((reference text, 16 kHz audio) of a test set), each call says
     every recording once as one turn (call k starts at recording k) instead of the
-    ``questions``; ``turns`` is then ignored.
+    ``questions``; ``turns`` is then ignored. ``echo_gain`` > 0 makes every caller hear
+    itself: its received audio returns into its microphone that much louder (a gain),
+    ``echo_delay_ms`` later.
     """
     stories = [story, *MORE_STORIES]
     asked = sorted({*(questions[i % len(questions)] for i in range(calls + turns)), *stories})
@@ -562,6 +598,9 @@ async def run_calls(
             turns_of(k),
             [said[text] for text in stories],
             [said[interruptions[i % len(interruptions)]] for i in range(bargeins)],
+            echo=EchoDevice(
+                delay_ms=echo_delay_ms, gain=echo_gain, reflections=0, noise_dbfs=None, sample_rate_hz=WEBRTC_RATE_HZ,
+            ) if echo_gain > 0 else None,
         )
         for k in range(calls)
     ]

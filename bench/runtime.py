@@ -35,7 +35,7 @@ EDGE_FRAMES = 64
 
 def _frames(n: int) -> list[AudioFrame]:
     samples = np.zeros(FRAME_SAMPLES, dtype=np.float32)
-    return [AudioFrame(turn=0, samples=samples, sample_rate_hz=16000, pts_samples=i * FRAME_SAMPLES) for i in range(n)]
+    return [AudioFrame(samples=samples, sample_rate_hz=16000, pts_samples=i * FRAME_SAMPLES) for i in range(n)]
 
 
 class _Sink(Stage):
@@ -59,7 +59,7 @@ async def _voxline_burst(n_stages: int, frames: list[AudioFrame]) -> float:
     for frame in frames:
         if not inbox.put_nowait(frame):  # type: ignore[attr-defined]
             await inbox.put(frame)  # type: ignore[attr-defined]
-    await inbox.put(ControlFrame(turn=0, kind=ControlKind.END_OF_STREAM))  # type: ignore[attr-defined]
+    await inbox.put(ControlFrame(kind=ControlKind.END_OF_STREAM))  # type: ignore[attr-defined]
     await graph.wait(60)
     return time.process_time() - started
 

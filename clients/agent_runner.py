@@ -158,7 +158,7 @@ class PacedAgentLoop:
         if self.record:
             self.sent.append(mic)
         frame = AudioFrame(
-            turn=0, samples=mic, sample_rate_hz=LISTEN_RATE_HZ, pts_samples=self._pts, capture_time=time.monotonic()
+            samples=mic, sample_rate_hz=LISTEN_RATE_HZ, pts_samples=self._pts, capture_time=time.monotonic()
         )
         self._pts += len(mic)
         if not self.session.audio_in.put_nowait(frame):
@@ -171,7 +171,7 @@ class PacedAgentLoop:
 
     def end_of_stream(self) -> None:
         """Tell the graph the user's audio has ended."""
-        self.session.audio_in.put_nowait(ControlFrame(turn=0, kind=ControlKind.END_OF_STREAM))
+        self.session.audio_in.put_nowait(ControlFrame(kind=ControlKind.END_OF_STREAM))
 
     def reply_audio(self) -> FloatAudio:
         """Everything the agent played (at ``session.output_rate_hz``), silence included."""

@@ -51,7 +51,7 @@ async def caption_locally(
             pts = 0
             async for chunk in chunks:
                 frame = AudioFrame(
-                    turn=0, samples=chunk, sample_rate_hz=sample_rate_hz, pts_samples=pts, capture_time=time.monotonic()
+                    samples=chunk, sample_rate_hz=sample_rate_hz, pts_samples=pts, capture_time=time.monotonic()
                 )
                 pts += len(chunk)
                 await session.audio_in.put(frame)

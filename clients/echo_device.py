@@ -4,7 +4,8 @@
 plays comes back into the microphone late and quieter, mixed with the user's own
 voice and a little noise. Sans-I/O and deterministic (one seed):
 
-- ``play(samples)`` hands audio to the loudspeaker (16 kHz mono float32, any length);
+- ``play(samples)`` hands audio to the loudspeaker (mono float32 at ``sample_rate_hz``,
+  16 kHz unless told, any length);
   it is queued and leaves the loudspeaker in real time, one sample per sample the
   microphone captures;
 - ``capture(user) -> mic`` captures one span: ``user`` is what the user said meanwhile
@@ -34,7 +35,7 @@ from voxline.sample_fifo import SampleFifo
 __all__ = ["MAX_DELAY_MS", "MAX_QUEUED_MS", "SAMPLE_RATE_HZ", "EchoDevice"]
 
 SAMPLE_RATE_HZ = 16000
-"""Rate of everything the device plays and captures (Hz)."""
+"""Default rate of everything the device plays and captures (Hz)."""
 MAX_DELAY_MS = 1000
 """Longest echo delay plus room response the device models (ms)."""
 MAX_QUEUED_MS = 10_000
@@ -56,7 +57,8 @@ class EchoDevice:
     ``gain`` scales the direct echo (0.3 to 0.6 is a laptop at arm's length);
     ``reflections`` taps over ``room_ms`` after it, each ``decay`` times the one before;
     ``noise_dbfs`` is the RMS level of the microphone's white noise (None: none);
-    ``seed`` fixes the room and the noise.
+    ``seed`` fixes the room and the noise; ``sample_rate_hz`` is the rate of what is
+    played and captured.
     """
 
     def __init__(
@@ -69,14 +71,15 @@ class EchoDevice:
         decay: float = 0.5,
         noise_dbfs: float | None = -60.0,
         seed: int = 0,
+        sample_rate_hz: int = SAMPLE_RATE_HZ,
     ) -> None:
         if not 0 <= delay_ms or delay_ms + room_ms > MAX_DELAY_MS:
             raise ValueError(f"delay_ms + room_ms must lie in [0, {MAX_DELAY_MS}] ms, got {delay_ms} + {room_ms}")
         if reflections < 0:
             raise ValueError(f"reflections must be >= 0, got {reflections}")
         rng = np.random.default_rng(seed)
-        delay = round(delay_ms * SAMPLE_RATE_HZ / 1000)
-        room = round(room_ms * SAMPLE_RATE_HZ / 1000)
+        delay = round(delay_ms * sample_rate_hz / 1000)
+        room = round(room_ms * sample_rate_hz / 1000)
         offsets = [0, *sorted(rng.choice(np.arange(1, max(room, reflections) + 1), reflections, replace=False))]
         amplitudes = [gain * decay**k * (1.0 if k == 0 else rng.choice((-1.0, 1.0))) for k in range(len(offsets))]
         self.taps: tuple[tuple[int, float], ...] = tuple(
@@ -85,6 +88,7 @@ class EchoDevice:
         """The echo path: (lag in samples, amplitude) per tap."""
         self.delay_ms = delay_ms
         self.gain = gain
+        self.sample_rate_hz = sample_rate_hz
         self._history = np.zeros(max(lag for lag, _ in self.taps), dtype=np.float32)
         self._queued = SampleFifo()
         self._noise_rms = 0.0 if noise_dbfs is None else 10 ** (noise_dbfs / 20)
@@ -98,13 +102,13 @@ class EchoDevice:
         return len(self._queued)
 
     def play(self, samples: npt.ArrayLike) -> None:
-        """Queue audio for the loudspeaker (16 kHz mono float32).
+        """Queue audio for the loudspeaker (mono float32 at ``sample_rate_hz``).
 
         Raises:
             ValueError: more than ``MAX_QUEUED_MS`` would be queued.
         """
         audio = _mono(samples, "played")
-        if len(self._queued) + len(audio) > MAX_QUEUED_MS * SAMPLE_RATE_HZ // 1000:
+        if len(self._queued) + len(audio) > MAX_QUEUED_MS * self.sample_rate_hz // 1000:
             raise ValueError(f"the echo device queues at most {MAX_QUEUED_MS} ms ahead of playout")
         self._queued.write(audio)
 

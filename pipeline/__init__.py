@@ -7,7 +7,6 @@ from .frames import (
     ControlKind,
     ErrorFrame,
     Frame,
-    TextFrame,
     TranscriptFrame,
     Word,
 )
@@ -26,7 +25,6 @@ __all__ = [
     "Graph",
     "Stage",
     "StageStats",
-    "TextFrame",
     "TranscriptFrame",
     "Word",
 ]

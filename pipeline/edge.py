@@ -9,8 +9,8 @@ declared up front by its ``FullPolicy``:
   frame is worth less than a fresh one.
 - ``LATEST_WINS``: the queue collapses to the newest frame. For partial transcripts.
 
-Urgent control frames (interrupt, flush) overtake queued data: they wait in a separate
-lane that ``get`` empties first. Other control frames (speech start/stop, end of
+Urgent control frames (``FLUSH``: a stage waking its own loop) overtake queued data:
+they wait in a separate lane that ``get`` empties first. Other control frames (speech start/stop, end of
 stream) keep their order relative to data, because their meaning depends on it. No
 policy ever drops a control frame: only data frames are dropped.
 
@@ -32,7 +32,7 @@ from voxline.errors import GraphClosed
 
 from .frames import ControlFrame, ControlKind, Frame
 
-_URGENT = frozenset({ControlKind.INTERRUPT, ControlKind.FLUSH})
+_URGENT = frozenset({ControlKind.FLUSH})
 
 
 class FullPolicy(enum.Enum):

@@ -1,8 +1,10 @@
 """Frames: the immutable records that flow along a graph's edges.
 
-Every frame carries ``turn``, its session's turn number, so that a stage can drop
-frames made stale by an interruption. Data frames (audio, transcripts, text) queue
-in order; control frames (``ControlFrame``) overtake queued data on an edge.
+Data frames (audio, transcripts) queue in order. Control frames mark events in the
+stream (speech start and stop, end of stream) and keep their place among the data,
+because their meaning depends on it; only ``FLUSH`` overtakes queued data on an edge.
+Barge-in needs no frame of its own: the agent hears the user's speech start in the
+VAD's ``SPEECH_START`` and stops its own playout (see ``pipeline.agent``).
 
 Units are in the names: ``pts_samples`` is a position in samples at the frame's own
 ``sample_rate_hz``; ``*_s`` are seconds of media time from the start of the stream;
@@ -22,15 +24,13 @@ from voxline.words import Word
 FloatAudio = npt.NDArray[np.float32]
 
 __all__ = [
-    "AudioFrame", "ControlFrame", "ControlKind", "ErrorFrame", "Frame", "TextFrame", "TranscriptFrame", "Word",
+    "AudioFrame", "ControlFrame", "ControlKind", "ErrorFrame", "Frame", "TranscriptFrame", "Word",
 ]
 
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """Base of every frame; ``turn`` is the session's turn number when it was made."""
-
-    turn: int
+    """Base of every frame that flows along an edge."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +95,6 @@ class TranscriptFrame(Frame):
         return self.words[-1].end_s if self.words else self.audio_end_s
 
 
-@dataclass(frozen=True, slots=True)
-class TextFrame(Frame):
-    """A piece of text (e.g. LLM tokens) for a downstream stage."""
-
-    text: str
-
-
 class ControlKind(enum.Enum):
     """What a control frame asks of the stages that see it."""
 
@@ -109,15 +102,13 @@ class ControlKind(enum.Enum):
     SPEECH_PAUSE = "speech_pause"
     SPEECH_RESUME = "speech_resume"
     SPEECH_STOP = "speech_stop"
-    END_OF_TURN = "end_of_turn"
-    INTERRUPT = "interrupt"
     FLUSH = "flush"
     END_OF_STREAM = "end_of_stream"
 
 
 @dataclass(frozen=True, slots=True)
 class ControlFrame(Frame):
-    """A control signal; it overtakes queued data frames on an edge.
+    """A control signal, in order with the data around it (``FLUSH`` overtakes it).
 
     ``media_time_s`` is the stream position the signal refers to (e.g. where speech
     stopped), or -1 when it refers to none.

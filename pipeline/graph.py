@@ -171,7 +171,7 @@ class Graph:
             error = StageFailed(stage_name, f"{type(exc).__name__}: {exc}")
             error.__cause__ = exc
             self.error = error
-            self._fail_outputs(ErrorFrame(turn=0, code="stage_failed", message=str(error), stage=stage_name))
+            self._fail_outputs(ErrorFrame(code="stage_failed", message=str(error), stage=stage_name))
             for other in self._tasks:
                 if not other.done():
                     other.cancel()
@@ -205,7 +205,7 @@ class Graph:
             async with asyncio.timeout(timeout_s):
                 for edge in self.inputs:
                     if not edge.closed:
-                        await edge.put(ControlFrame(turn=0, kind=ControlKind.END_OF_STREAM))
+                        await edge.put(ControlFrame(kind=ControlKind.END_OF_STREAM))
                 await self._stopped.wait()
         except TimeoutError:
             await self.cancel()

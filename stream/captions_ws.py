@@ -199,7 +199,7 @@ class CaptionConnection:
         now = time.monotonic()
         for start in range(0, len(samples), step):
             chunk = samples[start : start + step]
-            frame = AudioFrame(turn=0, samples=chunk, sample_rate_hz=config.sample_rate_hz, pts_samples=self._pts_samples, capture_time=now)
+            frame = AudioFrame(samples=chunk, sample_rate_hz=config.sample_rate_hz, pts_samples=self._pts_samples, capture_time=now)
             self._pts_samples += len(chunk)
             if not session.audio_in.put_nowait(frame):
                 await session.audio_in.put(frame)

@@ -284,7 +284,7 @@ class AgentCall:
             self._last_frame_at = time.monotonic()
             samples, rate = from_av_frame(frame)
             audio = AudioFrame(
-                turn=0, samples=samples, sample_rate_hz=rate, pts_samples=self._pts_in, capture_time=time.monotonic()
+                samples=samples, sample_rate_hz=rate, pts_samples=self._pts_in, capture_time=time.monotonic()
             )
             self._pts_in += len(samples)
             self.frames_in += 1

@@ -58,7 +58,7 @@ class Driver:
     def feed(self, audio: np.ndarray) -> None:
         for i in range(0, len(audio), 320):
             chunk = audio[i : i + 320]
-            self.scheduler.audio(chunk, self.position / RATE, turn=0)
+            self.scheduler.audio(chunk, self.position / RATE)
             self.position += len(chunk)
             self.run_jobs()
 
@@ -68,8 +68,8 @@ class Driver:
 
     def event(self, name: str, at_s: float) -> None:
         s = self.scheduler
-        {"start": lambda: s.speech_start(0, at_s), "pause": lambda: s.speech_pause(at_s),
-         "resume": lambda: s.speech_resume(0, at_s), "stop": lambda: s.speech_stop(at_s)}[name]()
+        {"start": lambda: s.speech_start(at_s), "pause": lambda: s.speech_pause(at_s),
+         "resume": lambda: s.speech_resume(at_s), "stop": lambda: s.speech_stop(at_s)}[name]()
         self.run_jobs()
 
 
@@ -120,8 +120,8 @@ def test_each_decode_gets_the_earlier_finals_as_context() -> None:
 
 def test_one_decode_in_flight_and_a_stream_end_during_a_pause_still_finishes() -> None:
     s = UtteranceScheduler(AsrSettings(partial_interval_ms=100, min_partial_audio_ms=100, final_tail_ms=120))
-    s.speech_start(0, 0.0)
-    s.audio(speech([0, 1]), 0.0, 0)
+    s.speech_start(0.0)
+    s.audio(speech([0, 1]), 0.0)
     job = s.take_job()
     assert job is not None and not job.final
     assert s.take_job() is None                 # one at a time

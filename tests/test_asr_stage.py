@@ -91,12 +91,12 @@ def audio(start_s: float, seconds: float, step: int = 320, speech: tuple[tuple[f
     times = (first + np.arange(n)) / RATE
     values = np.array([word_at(t) for t in times], dtype=np.float32)
     values[~np.any([(a <= times) & (times < b) for a, b in speech], axis=0)] = 0.0
-    return [AudioFrame(turn=0, samples=values[i : i + step], sample_rate_hz=RATE, pts_samples=first + i)
+    return [AudioFrame(samples=values[i : i + step], sample_rate_hz=RATE, pts_samples=first + i)
             for i in range(0, n, step)]
 
 
 def control(kind: ControlKind, at_s: float) -> ControlFrame:
-    return ControlFrame(turn=0, kind=kind, media_time_s=at_s)
+    return ControlFrame(kind=kind, media_time_s=at_s)
 
 
 def finals(transcripts: list[TranscriptFrame]) -> list[str]:

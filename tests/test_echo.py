@@ -203,7 +203,7 @@ async def run_stage(stage: EchoCancelStage, frames: list[Frame]) -> list[Frame]:
 def audio_frames(audio: np.ndarray, sizes: list[int]) -> list[AudioFrame]:
     frames, pts = [], 0
     for i, size in enumerate(sizes):
-        frames.append(AudioFrame(turn=1, samples=audio[pts : pts + size], sample_rate_hz=SAMPLE_RATE_HZ,
+        frames.append(AudioFrame(samples=audio[pts : pts + size], sample_rate_hz=SAMPLE_RATE_HZ,
                                  pts_samples=pts, capture_time=100.0 + i))
         pts += size
     return frames
@@ -212,7 +212,7 @@ def audio_frames(audio: np.ndarray, sizes: list[int]) -> list[AudioFrame]:
 async def test_the_stage_keeps_every_frames_pts_and_length_and_forwards_control_frames() -> None:
     audio = white_noise(0.4, rms=0.05)
     frames: list[Frame] = list(audio_frames(audio, [FRAME] * 20))
-    stop = ControlFrame(turn=1, kind=ControlKind.SPEECH_STOP, media_time_s=0.2)
+    stop = ControlFrame(kind=ControlKind.SPEECH_STOP, media_time_s=0.2)
     frames.insert(10, stop)
     stage = EchoCancelStage(EchoCanceller())
     received = await run_stage(stage, frames)
@@ -221,8 +221,8 @@ async def test_the_stage_keeps_every_frames_pts_and_length_and_forwards_control_
     assert isinstance(received[-1], ControlFrame) and received[-1].kind is ControlKind.END_OF_STREAM
     sent_audio = [f for f in frames if isinstance(f, AudioFrame)]
     got_audio = [f for f in received if isinstance(f, AudioFrame)]
-    assert [(f.pts_samples, len(f.samples), f.capture_time, f.turn) for f in got_audio] == [
-        (f.pts_samples, len(f.samples), f.capture_time, f.turn) for f in sent_audio
+    assert [(f.pts_samples, len(f.samples), f.capture_time) for f in got_audio] == [
+        (f.pts_samples, len(f.samples), f.capture_time) for f in sent_audio
     ]
     assert stage.latency_samples == 0
     expected = EchoCanceller().process(audio)  # the same canceller fed at once
@@ -244,7 +244,7 @@ async def test_frames_that_are_not_whole_10_ms_run_one_10_ms_frame_late() -> Non
 
 async def test_audio_that_is_not_16_khz_is_refused_with_a_clear_error() -> None:
     stage = EchoCancelStage(EchoCanceller())
-    frame = AudioFrame(turn=0, samples=np.zeros(960, np.float32), sample_rate_hz=48000, pts_samples=0)
+    frame = AudioFrame(samples=np.zeros(960, np.float32), sample_rate_hz=48000, pts_samples=0)
     with pytest.raises(ValueError, match="takes 16000 Hz audio, got 48000 Hz"):
         await stage.process(frame)
     with pytest.raises(ValueError, match="takes 16000 Hz reference audio, got 24000 Hz"):

@@ -6,18 +6,19 @@ import asyncio
 
 import numpy as np
 import pytest
+from note_frame import Note
 
 from voxline.errors import GraphClosed
 from voxline.pipeline.edge import Edge, FullPolicy
-from voxline.pipeline.frames import AudioFrame, ControlFrame, ControlKind, TextFrame
+from voxline.pipeline.frames import AudioFrame, ControlFrame, ControlKind
 
 
 def audio(i: int) -> AudioFrame:
-    return AudioFrame(turn=0, samples=np.zeros(320, np.float32), sample_rate_hz=16000, pts_samples=i * 320)
+    return AudioFrame(samples=np.zeros(320, np.float32), sample_rate_hz=16000, pts_samples=i * 320)
 
 
-def text(s: str) -> TextFrame:
-    return TextFrame(turn=0, text=s)
+def text(s: str) -> Note:
+    return Note(text=s)
 
 
 async def test_a_block_edge_makes_the_producer_wait_until_the_consumer_takes_a_frame() -> None:
@@ -50,21 +51,21 @@ async def test_latest_wins_collapses_to_the_newest_partial() -> None:
     assert edge.get_nowait() is None
 
 
-async def test_an_interrupt_overtakes_queued_audio_but_end_of_stream_keeps_its_place() -> None:
+async def test_a_flush_overtakes_queued_audio_but_end_of_stream_keeps_its_place() -> None:
     edge = Edge("e", maxsize=10)
     edge.put_nowait(audio(0))
-    edge.put_nowait(ControlFrame(turn=0, kind=ControlKind.END_OF_STREAM))
+    edge.put_nowait(ControlFrame(kind=ControlKind.END_OF_STREAM))
     edge.put_nowait(audio(1))
-    edge.put_nowait(ControlFrame(turn=1, kind=ControlKind.INTERRUPT))
+    edge.put_nowait(ControlFrame(kind=ControlKind.FLUSH))
     kinds = [type(f).__name__ + (":" + f.kind.value if isinstance(f, ControlFrame) else "") for f in [edge.get_nowait() for _ in range(4)]]
-    assert kinds == ["ControlFrame:interrupt", "AudioFrame", "ControlFrame:end_of_stream", "AudioFrame"]
+    assert kinds == ["ControlFrame:flush", "AudioFrame", "ControlFrame:end_of_stream", "AudioFrame"]
 
 
 async def test_an_urgent_frame_gets_in_even_when_a_block_edge_is_full() -> None:
     edge = Edge("e", maxsize=1)
     edge.put_nowait(text("a"))
     assert not edge.put_nowait(text("b"))
-    assert edge.put_nowait(ControlFrame(turn=1, kind=ControlKind.FLUSH))
+    assert edge.put_nowait(ControlFrame(kind=ControlKind.FLUSH))
 
 
 async def test_frames_older_than_the_budget_count_as_misses_and_stale_audio_is_dropped() -> None:
@@ -104,10 +105,10 @@ async def test_a_cancelled_consumer_takes_nothing() -> None:
 async def test_no_policy_ever_drops_a_control_frame() -> None:
     for policy in (FullPolicy.DROP_OLDEST, FullPolicy.LATEST_WINS):
         edge = Edge("e", maxsize=2, policy=policy)
-        edge.put_nowait(ControlFrame(turn=0, kind=ControlKind.SPEECH_STOP))
+        edge.put_nowait(ControlFrame(kind=ControlKind.SPEECH_STOP))
         for i in range(4):
             edge.put_nowait(audio(i))
-        edge.put_nowait(ControlFrame(turn=0, kind=ControlKind.END_OF_STREAM))
+        edge.put_nowait(ControlFrame(kind=ControlKind.END_OF_STREAM))
         frames = list(iter(edge.get_nowait, None))
         kinds = [f.kind for f in frames if isinstance(f, ControlFrame)]
         assert kinds == [ControlKind.SPEECH_STOP, ControlKind.END_OF_STREAM], policy

@@ -6,9 +6,10 @@ import asyncio
 import dataclasses
 
 import pytest
+from note_frame import Note
 
 from voxline.errors import PipelineError
-from voxline.pipeline.frames import ControlFrame, ControlKind, ErrorFrame, Frame, TextFrame
+from voxline.pipeline.frames import ControlFrame, ControlKind, ErrorFrame, Frame
 from voxline.pipeline.graph import Graph
 from voxline.pipeline.metrics import RuntimeMetrics
 from voxline.pipeline.stage import Stage
@@ -16,7 +17,7 @@ from voxline.pipeline.stage import Stage
 
 class Upper(Stage):
     async def process(self, frame: Frame) -> None:
-        if isinstance(frame, TextFrame):
+        if isinstance(frame, Note):
             frame = dataclasses.replace(frame, text=frame.text.upper())
         await self.emit(frame)
 
@@ -31,7 +32,7 @@ class Slow(Stage):
 
 class Exploding(Stage):
     async def process(self, frame: Frame) -> None:
-        if isinstance(frame, TextFrame) and frame.text == "boom":
+        if isinstance(frame, Note) and frame.text == "boom":
             raise ValueError("bad frame")
         await self.emit(frame)
 
@@ -59,7 +60,7 @@ async def collect(edge) -> list[Frame]:  # type: ignore[no-untyped-def]
 
 
 def texts(frames: list[Frame]) -> list[str]:
-    return [f.text for f in frames if isinstance(f, TextFrame)]
+    return [f.text for f in frames if isinstance(f, Note)]
 
 
 async def test_drain_delivers_every_accepted_frame_through_a_slow_stage_then_stops() -> None:
@@ -71,7 +72,7 @@ async def test_drain_delivers_every_accepted_frame_through_a_slow_stage_then_sto
     await graph.start()
     reader = asyncio.create_task(collect(out))
     for i in range(20):
-        await inbox.put(TextFrame(turn=0, text=f"w{i}"))
+        await inbox.put(Note(text=f"w{i}"))
     assert await graph.drain(timeout_s=5)
     got = await asyncio.wait_for(reader, 5)
     assert texts(got) == [f"W{i}" for i in range(20)]
@@ -85,7 +86,7 @@ async def test_fan_out_gives_every_consumer_every_frame() -> None:
     first, second = graph.output_from(upper, name="a"), graph.output_from(upper, name="b")
     await graph.start()
     for word in ("one", "two"):
-        await inbox.put(TextFrame(turn=0, text=word))
+        await inbox.put(Note(text=word))
     await graph.drain(5)
     assert texts(await collect(first)) == texts(await collect(second)) == ["ONE", "TWO"]
 
@@ -98,13 +99,13 @@ async def test_a_stage_that_raises_ends_only_its_own_session_with_an_error_frame
     h_out = healthy.output_from(healthy.stages[0])
     await broken.start()
     await healthy.start()
-    await b_in.put(TextFrame(turn=0, text="boom"))
+    await b_in.put(Note(text="boom"))
     frames = await asyncio.wait_for(collect(b_out), 2)
     assert isinstance(frames[-1], ErrorFrame) and "bad frame" in frames[-1].message
     await asyncio.wait_for(broken.wait(), 2)
     assert broken.error is not None and broken.error.stage == "explode"
     assert isinstance(broken.error.__cause__, ValueError)
-    await h_in.put(TextFrame(turn=0, text="still here"))
+    await h_in.put(Note(text="still here"))
     await healthy.drain(2)
     assert texts(await collect(h_out)) == ["STILL HERE"]
 
@@ -116,7 +117,7 @@ async def test_cancel_stops_a_stuck_stage_and_runs_every_on_close_once() -> None
     inbox = graph.input_to(closing)
     graph.connect(closing, stuck)
     await graph.start()
-    await inbox.put(TextFrame(turn=0, text="x"))
+    await inbox.put(Note(text="x"))
     await asyncio.sleep(0.01)
     await asyncio.wait_for(graph.cancel(), 2)
     await graph.cancel()  # idempotent
@@ -129,7 +130,7 @@ async def test_drain_past_its_timeout_cancels_the_graph_and_says_so() -> None:
     stuck = Stuck("stuck")
     inbox = graph.input_to(stuck)
     await graph.start()
-    await inbox.put(TextFrame(turn=0, text="x"))
+    await inbox.put(Note(text="x"))
     assert await graph.drain(timeout_s=0.1) is False
     assert all(t.done() for t in graph.tasks)
 
@@ -142,7 +143,7 @@ async def test_no_task_is_left_running_after_many_sessions_end() -> None:
         inbox = graph.input_to(upper)
         graph.output_from(upper)
         await graph.start()
-        await inbox.put(TextFrame(turn=0, text="hi"))
+        await inbox.put(Note(text="hi"))
         if i % 2:
             await graph.drain(2)
         else:
@@ -173,7 +174,7 @@ async def test_metrics_sum_stage_and_edge_counters_across_live_and_retired_graph
         metrics.track(graph)
         await graph.start()
         for _ in range(3):
-            await inbox.put(TextFrame(turn=0, text="x"))
+            await inbox.put(Note(text="x"))
         await graph.drain(2)
         metrics.retire(graph)
     snap = metrics.snapshot()
@@ -188,7 +189,7 @@ async def test_frames_made_before_a_stage_failed_still_reach_the_consumer_before
     out = graph.output_from(explode, maxsize=2)
     await graph.start()
     for text in ("a", "b", "boom"):
-        await inbox.put(TextFrame(turn=0, text=text))
+        await inbox.put(Note(text=text))
     await asyncio.wait_for(graph.wait(), 2)
     frames = await asyncio.wait_for(collect(out), 2)
     assert texts(frames) == ["a", "b"] and isinstance(frames[-1], ErrorFrame)

@@ -194,7 +194,7 @@ class Call:
     async def step(self, n: int = 1) -> None:
         for _ in range(n):
             frame = AudioFrame(
-                turn=0, samples=np.zeros(FRAME, np.float32), sample_rate_hz=RATE,
+                samples=np.zeros(FRAME, np.float32), sample_rate_hz=RATE,
                 pts_samples=self._pts, capture_time=time.monotonic(),
             )
             self._pts += FRAME
@@ -213,7 +213,7 @@ class Call:
         raise AssertionError(f"no {kind} #{count} in {max_steps} steps; events: {self.types()}")
 
     async def _control(self, kind: ControlKind) -> None:
-        await self.agent.on_control(ControlFrame(turn=0, kind=kind, media_time_s=self.now_s))
+        await self.agent.on_control(ControlFrame(kind=kind, media_time_s=self.now_s))
         self._collect()
 
     async def speech_start(self) -> None:
@@ -227,7 +227,7 @@ class Call:
         start = max(0.0, self.now_s - 0.1 * len(text.split()))
         words = tuple(Word(w, start + 0.1 * i, start + 0.1 * i + 0.08) for i, w in enumerate(text.split()))
         await self.agent.on_transcript(TranscriptFrame(
-            turn=0, utterance=self._utterance, is_final=final, words=words,
+            utterance=self._utterance, is_final=final, words=words,
             committed=len(words) if final else 0, audio_end_s=self.now_s, made_time=time.monotonic(),
         ))
         self._utterance += final

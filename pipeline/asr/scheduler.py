@@ -106,7 +106,6 @@ class DecodeJob:
 class Transcript:
     """A partial or final to send: words in stream time, ``committed`` of them stable."""
 
-    turn: int
     utterance: int
     is_final: bool
     words: tuple[Word, ...]
@@ -143,7 +142,7 @@ class UtteranceScheduler:
 
     # -- events in --------------------------------------------------------------------
 
-    def audio(self, samples: FloatAudio, start_s: float, turn: int) -> None:
+    def audio(self, samples: FloatAudio, start_s: float) -> None:
         """The next chunk of the session's 16 kHz audio, starting at ``start_s``."""
         end_s = start_s + len(samples) / ASR_RATE_HZ
         self._ring.append((start_s, samples))
@@ -165,7 +164,7 @@ class UtteranceScheduler:
         window_s = (utterance.samples - utterance.trim_samples) / ASR_RATE_HZ
         if window_s >= settings.max_utterance_s and not utterance.stable.committed:
             self._stop(self._audio_end_s(utterance))
-            self.speech_start(turn, end_s)
+            self.speech_start(end_s)
             return
         if utterance.paused_at_s is not None:
             self._maybe_finish_early()
@@ -179,7 +178,7 @@ class UtteranceScheduler:
             self._last_partial_samples = utterance.samples
             self._pending.append(_Pending(utterance, final=False))
 
-    def speech_start(self, turn: int, at_s: float) -> None:
+    def speech_start(self, at_s: float) -> None:
         """The VAD heard speech begin at ``at_s`` (which may lie in the past)."""
         if self._closed_early:
             # A stop after an early final closes nothing; speech starting now is new.
@@ -187,7 +186,7 @@ class UtteranceScheduler:
         if self._utterance is not None:
             return
         start_s = at_s if at_s >= 0 else self._ring_end_s
-        self._open(turn, start_s)
+        self._open(start_s)
 
     def speech_pause(self, at_s: float) -> None:
         """The VAD turned quiet at ``at_s``; speech may resume or stop."""
@@ -201,7 +200,7 @@ class UtteranceScheduler:
         else:
             self._pending.append(_Pending(utterance, final=True, speculative=True))
 
-    def speech_resume(self, turn: int, at_s: float) -> None:
+    def speech_resume(self, at_s: float) -> None:
         """The pause ended before the VAD's hangover: speech goes on."""
         utterance = self._utterance
         if utterance is not None:
@@ -214,7 +213,7 @@ class UtteranceScheduler:
             # Continue exactly where the early final's audio ended: nothing is skipped,
             # nothing is heard twice.
             start_s = max(self._last_final_audio_end_s, at_s - PRE_ROLL_S)
-            self._open(turn, start_s)
+            self._open(start_s)
 
     def speech_stop(self, at_s: float) -> None:
         """The VAD's hangover passed: the speech that began at the last start ended."""
@@ -342,14 +341,14 @@ class UtteranceScheduler:
             epoch=utterance.epoch,
         )
 
-    def _open(self, turn: int, start_s: float) -> None:
+    def _open(self, start_s: float) -> None:
         tailing, self._tailing = self._tailing, None
         if tailing is not None:  # the next speech begins: the tail ends where it starts
             start = tailing.utterance.start_s
             tailing.upto_samples = max(0, min(tailing.upto_samples, round((start_s - start) * ASR_RATE_HZ)))
         self._count += 1
         utterance = Utterance(
-            self._count, start_s=start_s, turn=turn,
+            self._count, start_s=start_s,
             stable=StablePrefix(
                 min_probability=self.settings.commit_min_probability, min_tail_s=self.settings.commit_min_tail_s
             ),
@@ -454,7 +453,7 @@ class UtteranceScheduler:
 
     def _send_final(self, utterance: Utterance, words: list[Word], audio_end_s: float) -> None:
         self._context.extend(w.text for w in words)
-        self._out.append(Transcript(utterance.turn, utterance.index, True, tuple(words), len(words), audio_end_s))
+        self._out.append(Transcript(utterance.index, True, tuple(words), len(words), audio_end_s))
 
     def _partial(self, utterance: Utterance, continuation: list[Word], upto_samples: int) -> None:
         audio_end_s = utterance.start_s + upto_samples / ASR_RATE_HZ
@@ -472,4 +471,4 @@ class UtteranceScheduler:
             return
         utterance.last_text = text
         utterance.partials_sent += 1
-        self._out.append(Transcript(utterance.turn, utterance.index, False, tuple(words), len(committed), audio_end_s))
+        self._out.append(Transcript(utterance.index, False, tuple(words), len(committed), audio_end_s))

@@ -42,7 +42,6 @@ class Utterance:
 
     index: int
     start_s: float
-    turn: int
     chunks: list[np.ndarray] = field(default_factory=list)
     samples: int = 0
     trim_samples: int = 0  # where the current window starts, from the utterance start

@@ -42,7 +42,7 @@ class StreamingAsrStage(Stage):
         self.engine = engine
         self.settings = settings or AsrSettings()
         self.scheduler = UtteranceScheduler(self.settings)
-        self._wake = ControlFrame(turn=-1, kind=ControlKind.FLUSH)  # identity marks it ours
+        self._wake = ControlFrame(kind=ControlKind.FLUSH)  # identity marks it ours
         self._job: DecodeJob | None = None
         self._job_ready = asyncio.Event()
         self._done: deque[tuple[DecodeJob, list[Word] | None]] = deque()
@@ -91,7 +91,7 @@ class StreamingAsrStage(Stage):
         if isinstance(frame, AudioFrame):
             if frame.sample_rate_hz != ASR_RATE_HZ:
                 raise ValueError(f"the ASR stage takes {ASR_RATE_HZ} Hz audio, got {frame.sample_rate_hz} Hz")
-            scheduler.audio(frame.samples, frame.start_s, frame.turn)
+            scheduler.audio(frame.samples, frame.start_s)
             if self.settings.forward_audio:
                 await self.emit(frame)
         elif isinstance(frame, ControlFrame):
@@ -100,11 +100,11 @@ class StreamingAsrStage(Stage):
             else:
                 kind, at_s = frame.kind, frame.media_time_s
                 if kind is ControlKind.SPEECH_START:
-                    scheduler.speech_start(frame.turn, at_s)
+                    scheduler.speech_start(at_s)
                 elif kind is ControlKind.SPEECH_PAUSE:
                     scheduler.speech_pause(at_s)
                 elif kind is ControlKind.SPEECH_RESUME:
-                    scheduler.speech_resume(frame.turn, at_s)
+                    scheduler.speech_resume(at_s)
                 elif kind is ControlKind.SPEECH_STOP:
                     scheduler.speech_stop(at_s)
                 await self.emit(frame)
@@ -174,6 +174,6 @@ class StreamingAsrStage(Stage):
 
 def _frame(t: Transcript) -> TranscriptFrame:
     return TranscriptFrame(
-        turn=t.turn, utterance=t.utterance, is_final=t.is_final, words=t.words,
+        utterance=t.utterance, is_final=t.is_final, words=t.words,
         committed=t.committed, audio_end_s=t.audio_end_s, made_time=time.monotonic(),
     )

@@ -112,7 +112,7 @@ class EchoCancelStage(Stage):
         self._ready = ready[n:]
         self._last = frame
         await self.emit(AudioFrame(
-            turn=frame.turn, samples=np.ascontiguousarray(ready[:n], dtype=np.float32),
+            samples=np.ascontiguousarray(ready[:n], dtype=np.float32),
             sample_rate_hz=frame.sample_rate_hz, pts_samples=frame.pts_samples,
             capture_time=frame.capture_time,
         ))
@@ -126,7 +126,7 @@ class EchoCancelStage(Stage):
             self._ready = np.zeros(0, dtype=np.float32)
             if len(rest):
                 await self.emit(AudioFrame(
-                    turn=last.turn, samples=np.ascontiguousarray(rest, dtype=np.float32),
+                    samples=np.ascontiguousarray(rest, dtype=np.float32),
                     sample_rate_hz=last.sample_rate_hz,
                     pts_samples=last.pts_samples + len(last.samples), capture_time=last.capture_time,
                 ))

@@ -45,7 +45,7 @@ class ResampleStage(Stage):
         if len(out) == 0:
             return
         resampled = AudioFrame(
-            turn=frame.turn, samples=np.ascontiguousarray(out, dtype=np.float32), sample_rate_hz=self.rate_hz,
+            samples=np.ascontiguousarray(out, dtype=np.float32), sample_rate_hz=self.rate_hz,
             pts_samples=self._out_samples, capture_time=frame.capture_time,
         )
         self._out_samples += len(out)

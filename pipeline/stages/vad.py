@@ -38,7 +38,6 @@ class VadStage(Stage):
         super().__init__(name)
         self.detector = detector
         self.segmenter = segmenter
-        self._turn = 0
         self.speaking = False
 
     async def process(self, frame: Frame) -> None:
@@ -47,7 +46,6 @@ class VadStage(Stage):
         if isinstance(frame, AudioFrame):
             if frame.sample_rate_hz != VAD_RATE_HZ:
                 raise ValueError(f"the VAD stage takes {VAD_RATE_HZ} Hz audio, got {frame.sample_rate_hz} Hz")
-            self._turn = frame.turn
             segmenter = self.segmenter
             for window in self.detector.feed(frame.samples):
                 quiet_before = segmenter.quiet_since_samples
@@ -61,7 +59,7 @@ class VadStage(Stage):
                     await self._emit_event(event)
 
     async def _emit_control(self, kind: ControlKind, at_samples: int) -> None:
-        await self.emit(ControlFrame(turn=self._turn, kind=kind, media_time_s=at_samples / VAD_RATE_HZ))
+        await self.emit(ControlFrame(kind=kind, media_time_s=at_samples / VAD_RATE_HZ))
 
     async def _emit_event(self, event: Any) -> None:
         if hasattr(event, "start_samples"):
