@@ -30,11 +30,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-import soxr
 
 from voxline.errors import PipelineError
 from voxline.pipeline.frames import AudioFrame, ControlFrame, ControlKind
 from voxline.pipeline.recipes.agent import LISTEN_RATE_HZ, AgentSession
+from voxline.resampler import StreamResampler
 from voxline.sample_fifo import SampleFifo
 
 FloatAudio = npt.NDArray[np.float32]
@@ -101,7 +101,7 @@ class PacedAgentLoop:
     start_time: float = 0.0
     ticks: int = 0
     _pts: int = 0
-    _to_16k: Any = None
+    _to_16k: StreamResampler | None = None
     _played_16k: SampleFifo = field(default_factory=SampleFifo)
 
     @property
@@ -122,7 +122,7 @@ class PacedAgentLoop:
         n_in = LISTEN_RATE_HZ * self.frame_ms // 1000
         n_out = self.session.output_rate_hz * self.frame_ms // 1000
         if self._to_16k is None:
-            self._to_16k = soxr.ResampleStream(self.session.output_rate_hz, LISTEN_RATE_HZ, 1, dtype="float32")
+            self._to_16k = StreamResampler(self.session.output_rate_hz, LISTEN_RATE_HZ)
         if not self.start_time:
             self.start_time = time.monotonic()
         deadline = time.monotonic() + max_s
@@ -150,9 +150,9 @@ class PacedAgentLoop:
         if self.on_played is not None:
             self.on_played(played)
         mic = self.source(n_in, self)
-        if self.echo_device is not None:
+        if self.echo_device is not None and self._to_16k is not None:  # run() made the resampler
             # The resampler's output varies by a sample or two a frame; silence pads its start.
-            self._played_16k.write(self._to_16k.resample_chunk(played))
+            self._played_16k.write(self._to_16k.process(played))
             self.echo_device.play(self._played_16k.read(n_in))
             mic = self.echo_device.capture(mic)
         if self.record:

@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import soxr
 
 from voxline.errors import GraphClosed
 from voxline.pipeline.frames import AudioFrame
 from voxline.pipeline.recipes.agent import AgentSession
+from voxline.resampler import StreamResampler
 from voxline.sample_fifo import SampleFifo
 
 log = logging.getLogger(__name__)
@@ -132,14 +132,14 @@ def from_av_frame(frame: Any) -> tuple[FloatAudio, int]:
 
 def agent_audio_track(session: AgentSession) -> Any:
     """A live ``aiortc.MediaStreamTrack`` (kind audio) playing ``session``'s agent in real time."""
-    to_48k = soxr.ResampleStream(session.output_rate_hz, WEBRTC_RATE_HZ, 1, dtype="float32")
+    to_48k = StreamResampler(session.output_rate_hz, WEBRTC_RATE_HZ)
     pending = SampleFifo()
     pull_samples = session.output_rate_hz * FRAME_MS // 1000
 
     def next_frame() -> FloatAudio:
         # One pull per frame keeps the agent's clock; the resampler's uneven output
         # (and its start-up delay, read as silence) evens out in the FIFO.
-        pending.write(to_48k.resample_chunk(session.pull(pull_samples)))
+        pending.write(to_48k.process(session.pull(pull_samples)))
         return pending.read(FRAME_SAMPLES)
 
     return paced_audio_track(next_frame)

@@ -6,10 +6,11 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voxline.pipeline.agent.playout import PlayoutBuffer
+from voxline.pipeline.agent.playout import FADE_S, PlayoutBuffer
 
 RATE = 16000
 FRAME = 320  # 20 ms
+FADE = round(FADE_S * RATE)
 
 
 def ramp(n: int, start: float = 0.0) -> np.ndarray:
@@ -30,15 +31,39 @@ def test_frames_are_the_queued_audio_in_order_then_silence() -> None:
     assert not out[800:].any() and buffer.queued_s == 0 and not buffer.playing
 
 
-def test_pause_plays_silence_and_resume_goes_on_from_the_same_sample() -> None:
+def test_pause_fades_to_silence_and_resume_goes_on_from_the_same_sample() -> None:
     buffer = PlayoutBuffer(RATE)
-    buffer.enqueue("hello there friend", ramp(2000), turn=1)
+    audio = ramp(2000, 1.0)  # no zero sample: a gap would show
+    buffer.enqueue("hello there friend", audio, turn=1)
     first = drain(buffer, 2)
     buffer.pause()
+    fading = buffer.next_frame(FRAME)
+    assert fading[:FADE].all() and not fading[FADE:].any()
     assert not drain(buffer, 10).any()
     buffer.resume()
-    rest = drain(buffer, 5)[: 2000 - len(first)]
-    assert np.array_equal(np.concatenate([first, rest]), ramp(2000))  # nothing repeated or skipped
+    rest = drain(buffer, 5)
+    played = np.concatenate([first, fading[:FADE], rest[: 2000 - len(first) - FADE]])
+    gain = played / audio
+    assert np.all((gain > 0) & (gain <= 1 + 1e-6))  # nothing repeated or skipped, only faded
+    assert np.allclose(gain[: len(first)], 1) and np.allclose(gain[len(first) + 2 * FADE :], 1)
+
+
+def test_stopping_mid_waveform_never_clicks() -> None:
+    """A pause, a resume and a flush each ramp a loud tone instead of cutting it."""
+    t = np.arange(RATE) / RATE
+    tone = (0.8 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    largest_step = float(np.abs(np.diff(tone)).max())
+    buffer = PlayoutBuffer(RATE)
+    buffer.enqueue("a long tone", tone, turn=1)
+    out = [drain(buffer, 3)]
+    buffer.pause()
+    out.append(drain(buffer, 3))
+    buffer.resume()
+    out.append(drain(buffer, 3))
+    buffer.flush()
+    out.append(drain(buffer, 3))
+    played = np.concatenate([np.zeros(1, np.float32), *out])
+    assert float(np.abs(np.diff(played)).max()) <= largest_step * 1.05
 
 
 def test_a_flush_keeps_only_the_words_played_to_their_end() -> None:
@@ -50,7 +75,9 @@ def test_a_flush_keeps_only_the_words_played_to_their_end() -> None:
     assert len(heard) == 1 and heard[0].interrupted and heard[0].turn == 3
     words = heard[0].text.split()
     assert 2 <= len(words) <= 5 and text.startswith(heard[0].text)
-    assert buffer.queued_s == 0 and not buffer.next_frame(FRAME).any()
+    assert buffer.queued_s == 0
+    fading, after = buffer.next_frame(FRAME), buffer.next_frame(FRAME)
+    assert np.abs(fading[:FADE]).max() > 0 and not fading[FADE:].any() and not after.any()
 
 
 def test_a_turn_played_to_the_end_is_heard_whole_and_not_interrupted() -> None:

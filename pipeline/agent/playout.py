@@ -11,6 +11,9 @@ which words the listener has actually heard:
 - ``flush`` drops everything not yet played (a real interruption) and returns the
   words that were heard, cut at the last word played to its end, for the history.
 
+Stopping a waveform mid-cycle is a click, so a pause and a flush fade the audio out
+over ``FADE_S`` (the faded samples count as played), and a resume fades back in.
+
 Word positions inside a segment are not known from Piper; they are estimated by
 sharing the segment's samples among its words in proportion to their length in
 characters (plus one for the gap). That is good to about a syllable, which is what
@@ -29,6 +32,9 @@ import numpy as np
 import numpy.typing as npt
 
 FloatAudio = npt.NDArray[np.float32]
+
+FADE_S = 0.005
+"""Length of the fade at a pause, a resume and a flush (s)."""
 
 
 @dataclass(slots=True)
@@ -53,6 +59,11 @@ class Heard:
     interrupted: bool
 
 
+def _ramp(n: int) -> FloatAudio:
+    """Gains rising from near 0 to near 1 over ``n`` samples (reversed: a fade-out)."""
+    return (np.arange(1, n + 1, dtype=np.float32) / np.float32(n + 1)).astype(np.float32)
+
+
 def _word_ends(text: str, n_samples: int) -> list[int]:
     words = text.split()
     if not words:
@@ -73,6 +84,18 @@ class PlayoutBuffer:
     _paused: bool = False
     _queued: int = 0
     _started: list[tuple[int, str]] = field(default_factory=list)
+    _fade_out: int = 0  # samples still to fade out (after a pause)
+    _fade_in: bool = False  # the next audio fades in (after a resume)
+    _tail: FloatAudio = field(default_factory=lambda: np.zeros(0, dtype=np.float32))  # a flush's fade
+
+    @property
+    def _mid_segment(self) -> bool:
+        """True when the head segment has begun playing (stopping now would cut a waveform)."""
+        return bool(self._segments) and self._segments[0].played > 0
+
+    @property
+    def _fade_samples(self) -> int:
+        return max(1, round(FADE_S * self.sample_rate_hz))
 
     @property
     def queued_s(self) -> float:
@@ -109,8 +132,25 @@ class PlayoutBuffer:
     def next_frame(self, n_samples: int) -> FloatAudio:
         """The next ``n_samples`` to play: queued audio, then silence; all silence if paused."""
         frame = np.zeros(n_samples, dtype=np.float32)
-        if self._paused:
+        if len(self._tail):
+            tail, self._tail = self._tail[:n_samples], self._tail[n_samples:]
+            frame[: len(tail)] = tail
             return frame
+        if self._paused:
+            if self._fade_out:
+                fade = self._fill(frame, min(n_samples, self._fade_out))
+                frame[:fade] *= _ramp(self._fade_out)[::-1][:fade]
+                self._fade_out = 0
+            return frame
+        filled = self._fill(frame, n_samples)
+        if self._fade_in and filled:
+            fade = min(filled, self._fade_samples)
+            frame[:fade] *= _ramp(self._fade_samples)[:fade]
+            self._fade_in = False
+        return frame
+
+    def _fill(self, frame: FloatAudio, n_samples: int) -> int:
+        """Copy up to ``n_samples`` of queued audio into ``frame``; the count copied."""
         filled = 0
         while filled < n_samples and self._segments:
             segment = self._segments[0]
@@ -122,7 +162,7 @@ class PlayoutBuffer:
             filled += take
             if segment.remaining == 0:
                 self._segments.popleft()
-        return frame
+        return filled
 
     def take_started(self) -> list[tuple[int, str]]:
         """(turn, text) of each segment that began playing since the last call, in order."""
@@ -140,11 +180,17 @@ class PlayoutBuffer:
                 heard.append(word)
 
     def pause(self) -> None:
-        """Hold playback where it is (silence until ``resume``)."""
+        """Hold playback (silence until ``resume``) after fading out over ``FADE_S``."""
+        if not self._paused:
+            self._fade_out = self._fade_samples if self._mid_segment else 0
+            self._fade_in = False
         self._paused = True
 
     def resume(self) -> None:
-        """Go on from the exact sample where ``pause`` held."""
+        """Go on from the exact sample where ``pause`` held, fading in over ``FADE_S``."""
+        if self._paused:
+            self._fade_in = True
+            self._fade_out = 0
         self._paused = False
 
     def heard(self, turn: int) -> Heard:
@@ -157,10 +203,15 @@ class PlayoutBuffer:
         Playback is un-paused. Turns whose audio was cut short are marked ``interrupted``.
         """
         cut_turns = {s.turn for s in self._segments if s.played < len(s.audio)}
+        if not self._paused and self._mid_segment:
+            tail = np.zeros(self._fade_samples, dtype=np.float32)
+            fade = self._fill(tail, len(tail))
+            self._tail = tail[:fade] * _ramp(len(tail))[::-1][:fade]
         self._segments.clear()
         self._started.clear()
         self._queued = 0
         self._paused = False
+        self._fade_out, self._fade_in = 0, False
         heard = [
             Heard(turn, " ".join(words), turn in cut_turns)
             for turn, words in sorted(self._heard.items())

@@ -17,10 +17,11 @@ What it promises:
   ended: audio is never skipped between two consecutive utterances.
 - **A final hears the whole last word.** A final (and the speculative final made at
   a pause) waits until ``final_tail_ms`` of audio past the start of the quiet is in,
-  since the VAD turns quiet inside a soft last syllable ("tried" → "T"). When the
-  words heard at the pause do not end a sentence, the VAD may have stopped inside the
-  last word ("by the grave and the" for "... and thee"): the final then waits for
-  ``late_tail_ms`` past the stop (cut where the next utterance starts, if one does).
+  since the VAD turns quiet inside a soft last syllable ("tried" → "T"). With
+  ``late_tail_ms`` > 0, a final whose words at the pause end no sentence waits that
+  long past the stop (cut where the next utterance starts), in case the VAD stopped
+  inside the last word. It is off by default: on the real set it left WER unchanged
+  (11.3 % with 500 ms and with none) and cost 30 ms of final latency at p50, 150 at p95.
 - **Context across utterances.** Each decode gets the previous finals' last words as
   ``context`` (Whisper's previous-text prompt), so a short utterance after a pause is
   read as the continuation it is.
@@ -67,7 +68,7 @@ class AsrSettings:
     final_deadline_ms: float = 100.0
     early_final_ms: float = 100.0
     final_tail_ms: float = 120.0
-    late_tail_ms: float = 500.0
+    late_tail_ms: float = 0.0
     resume_pre_roll_s: float = 0.2
     commit_min_probability: float = 0.6
     commit_min_tail_s: float = 1.0

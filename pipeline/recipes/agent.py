@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-import soxr
 
 from voxline.config import Config
 from voxline.errors import ConfigError
 from voxline.models.llm import LlamaEngine
 from voxline.models.tts import PiperEngine
+from voxline.resampler import StreamResampler
 
 from ..agent.barge_in import BargeInSettings, backchannel_phrases
 from ..agent.turn_taking import TurnWaits
@@ -145,11 +145,11 @@ class EchoReference:
 
     def __init__(self, canceller: object, played_rate_hz: int) -> None:
         self.canceller = canceller
-        self._resampler = soxr.ResampleStream(played_rate_hz, LISTEN_RATE_HZ, 1, dtype="float32")
+        self._resampler = StreamResampler(played_rate_hz, LISTEN_RATE_HZ)
 
     def __call__(self, played: FloatAudio) -> None:
         """Take one frame as it went to the speaker."""
-        out = self._resampler.resample_chunk(played)
+        out = self._resampler.process(played)
         if len(out):
             self.canceller.add_reference(np.ascontiguousarray(out, dtype=np.float32))  # type: ignore[attr-defined]
 
