@@ -20,8 +20,10 @@ What it promises:
   since the VAD turns quiet inside a soft last syllable ("tried" → "T"). With
   ``late_tail_ms`` > 0, a final whose words at the pause end no sentence waits that
   long past the stop (cut where the next utterance starts), in case the VAD stopped
-  inside the last word. It is off by default: on the real set it left WER unchanged
-  (11.3 % with 500 ms and with none) and cost 30 ms of final latency at p50, 150 at p95.
+  inside the last word; Whisper also writes the period once it hears that silence.
+  Captions leave it off: on the real set it left WER unchanged (11.3 % with 500 ms and
+  with none) and cost 30 ms of final latency at p50, 150 at p95. The agent turns it on
+  (``AGENT_LATE_TAIL_MS``): its end of turn reads the period.
 - **Context across utterances.** Each decode gets the previous finals' last words as
   ``context`` (Whisper's previous-text prompt), so a short utterance after a pause is
   read as the continuation it is.

@@ -85,11 +85,13 @@ def make_vad_stage(engines: CaptionEngines, *, min_speech_ms: float | None = Non
     )
 
 
-def make_asr_stage(engines: CaptionEngines, *, forward_audio: bool = False) -> StreamingAsrStage:
+def make_asr_stage(
+    engines: CaptionEngines, *, forward_audio: bool = False, late_tail_ms: float = 0.0
+) -> StreamingAsrStage:
     """A session's streaming ASR stage on the shared recogniser, with the configured cadence.
 
     ``forward_audio`` passes the audio on after the transcripts' stage (an agent needs
-    it for timing; a caption transport does not).
+    it for timing; a caption transport does not). ``late_tail_ms``: see ``AsrSettings``.
     """
     return StreamingAsrStage(
         engines.recognizer,
@@ -97,6 +99,7 @@ def make_asr_stage(engines: CaptionEngines, *, forward_audio: bool = False) -> S
             partial_interval_ms=engines.asr.partial_interval_ms,
             max_window_s=engines.asr.max_window_s,
             early_final_ms=engines.asr.early_final_ms,
+            late_tail_ms=late_tail_ms,
             forward_audio=forward_audio,
         ),
     )
