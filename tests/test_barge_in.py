@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voxline.pipeline.agent.barge_in import BargeInAction, BargeInPolicy, BargeInSettings
+from voxline.pipeline.agent.barge_in import BargeInAction, BargeInPolicy, BargeInSettings, is_echo
 
 
 def talking_agent() -> BargeInPolicy:
@@ -82,3 +82,34 @@ def test_speech_while_the_agent_is_silent_is_just_a_turn() -> None:
     policy = BargeInPolicy()
     assert speak(policy, 1.0, 3.0) == []
     assert policy.user_transcript("what time is it", final=True) is None
+
+
+@pytest.mark.parametrize(
+    ("heard", "echo"),
+    [
+        ("ten past five in the", True),  # the agent's words, back through the speaker
+        ("Past five.", True),
+        ("afternoon", True),
+        ("Stop, what about tomorrow?", False),
+        ("No, five is too late for me", False),  # one of the agent's words in a sentence of the user's
+        ("", False),
+    ],
+)
+def test_echo_is_mostly_the_agents_own_recent_words(heard: str, echo: bool) -> None:
+    assert is_echo(heard, ["It", "is", "ten", "past", "five", "in", "the", "afternoon."]) is echo
+
+
+def test_the_agents_own_words_resume_it_even_past_the_backchannel_limit() -> None:
+    policy = talking_agent()
+    assert speak(policy, 1.0, 1.2) == [BargeInAction.PAUSE]
+    assert policy.user_transcript("ten past five", final=False, echo=True) is None
+    assert speak(policy, 1.2, 3.5) == []  # echo that goes on is still no reason to interrupt
+    assert policy.user_transcript("ten past five in the afternoon", final=True, echo=True) is BargeInAction.RESUME
+    assert not policy.paused
+
+
+def test_real_words_after_echo_still_interrupt() -> None:
+    policy = talking_agent()
+    speak(policy, 1.0, 1.2)
+    policy.user_transcript("ten past five", final=False, echo=True)
+    assert policy.user_transcript("ten past five, no, stop", final=True) is BargeInAction.INTERRUPT

@@ -110,3 +110,13 @@ def test_whatever_the_sizes_every_queued_sample_comes_out_once_in_order(sizes: l
     total = offset
     out = np.concatenate([buffer.next_frame(frame) for _ in range(total // frame + 2)])
     assert np.array_equal(out[:total], np.concatenate(expected)) and not out[total:].any()
+
+
+def test_recent_words_are_those_played_lately_and_the_one_playing() -> None:
+    buffer = PlayoutBuffer(RATE)
+    buffer.enqueue("one two three four", ramp(RATE, 1.0), turn=1)  # one second, four words
+    drain(buffer, 25)  # half a second: "one" and "two" played, "three" playing
+    assert buffer.recent_words(5.0) == ["one", "two", "three"]
+    drain(buffer, 25 + 100)  # the rest, then two seconds of silence
+    assert buffer.recent_words(5.0) == ["one", "two", "three", "four"]
+    assert buffer.recent_words(1.0) == []

@@ -370,6 +370,30 @@ async def test_a_backchannel_pauses_the_agent_which_then_goes_on_from_the_same_s
     ]
 
 
+async def test_its_own_voice_coming_back_loud_resumes_the_agent_instead_of_cutting_it_off() -> None:
+    """A caller on a loudspeaker without echo cancellation: the recogniser hears the agent."""
+    call = Call(FakeChat(["It is ten past five ", "in the afternoon. ", "Anything else?"]))
+    await call.says("What time is it?")
+    await call.until("agent_text")
+    await call.step(20)  # "It is ten past five" is playing
+    await call.speech_start()
+    await call.step(5)
+    await call.transcript("It is ten", final=False)
+    await call.step(80)  # echo goes on past the backchannel limit: still no interruption
+    await call.speech_stop()
+    await call.step(2)
+    await call.transcript("It is ten past.", final=True)
+    done = await call.until("agent_done")
+    await call.step(30)
+
+    assert call.of("agent_resumed")[0]["reason"] == "echo"
+    assert "interrupted" not in call.types()
+    assert call.played_once_faded()  # the whole reply, nothing repeated or skipped
+    assert done["text"] == "It is ten past five in the afternoon. Anything else?"
+    assert len(call.of("user_turn")) == 1 and len(call.chat.asked) == 1  # the echo was no turn
+    assert call.agent.conversation.messages()[-1] == assistant(done["text"])
+
+
 async def test_noise_over_the_agent_resumes_it_after_noise_resume_ms() -> None:
     call = Call(FakeChat(["It is ten past five ", "in the afternoon. ", "Anything else?"]))
     await call.says("What time is it?")

@@ -7,6 +7,8 @@ Three outcomes, decided in two steps:
 2. Then the user's words decide:
    - no words at all (a cough, a door) or only backchannels ("uh-huh", "yeah",
      "okay", "mm-hmm", "right"; configurable): **resume** where it paused;
+   - the agent's own words (``is_echo``: its voice came back through the user's
+     speaker louder than the echo canceller removes): **resume** too;
    - anything else: **interrupt** — cancel the reply, flush its audio, keep in the
      history only what was heard.
 
@@ -14,7 +16,8 @@ The decision is taken as early as it is safe: a partial transcript of at least
 ``min_partial_words`` words that are not all backchannels interrupts at once (shorter
 partials of short sounds are too often mis-heard; their final decides); a pause of the user's speech with only
 backchannels (or nothing) heard resumes; speech that goes on for ``max_backchannel_ms``
-is no backchannel, whatever the recogniser has said so far.
+is no backchannel, whatever the recogniser has said so far (unless all it said was
+the agent's own words).
 
 Feed it events with media times in seconds; each call returns the action to take now
 (or ``None``). It holds no audio and no clock of its own.
@@ -57,6 +60,23 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+ECHO_SHARE = 0.7
+"""The share of a transcript's words the agent said just before that makes it echo."""
+
+
+def is_echo(user_text: str, agent_words: Iterable[str]) -> bool:
+    """True when ``user_text`` is mostly words the agent just played (``agent_words``).
+
+    At least ``ECHO_SHARE`` of its words, and at least one, must be among them: a user
+    who takes up one of the agent's words in a sentence of their own is not echo.
+    """
+    words = _words(user_text)
+    if not words:
+        return False
+    own = {w for text in agent_words for w in _words(text)}
+    return sum(w in own for w in words) >= max(1.0, ECHO_SHARE * len(words))
+
+
 @dataclass(slots=True)
 class BargeInPolicy:
     """Turns user speech events during agent playback into pause/resume/interrupt."""
@@ -66,6 +86,7 @@ class BargeInPolicy:
     _speech_start_s: float | None = None
     _paused: bool = False
     _heard_words: bool = False
+    _echo_only: bool = False  # every transcript of this pause so far was the agent's own words
     _phrases: frozenset[tuple[str, ...]] = frozenset()
 
     def __post_init__(self) -> None:
@@ -109,16 +130,23 @@ class BargeInPolicy:
         if self._agent_speaking and not self._paused and spoken_ms >= self.settings.min_speech_ms:
             self._paused = True
             return BargeInAction.PAUSE
-        if self._paused and spoken_ms >= self.settings.max_backchannel_ms:
+        if self._paused and spoken_ms >= self.settings.max_backchannel_ms and not self._echo_only:
             return self._decide(interrupt=True)
         return None
 
-    def user_transcript(self, text: str, *, final: bool) -> BargeInAction | None:
-        """A partial or final transcript of what the user is saying."""
+    def user_transcript(self, text: str, *, final: bool, echo: bool = False) -> BargeInAction | None:
+        """A partial or final transcript of what the user is saying.
+
+        ``echo``: the words are the agent's own (``is_echo``); they resume it, at the final.
+        """
         if not self._paused:
             if final:
                 self._speech_start_s = None
             return None
+        if echo:
+            self._echo_only = not self._heard_words
+            return self._decide(interrupt=False) if final else None
+        self._echo_only = False
         if not self.is_backchannel(text):
             # A partial of a short sound is often mis-heard ("Right." as "write write"):
             # it interrupts only with a few words; the final decides otherwise.
@@ -154,6 +182,7 @@ class BargeInPolicy:
     def _decide(self, *, interrupt: bool) -> BargeInAction:
         self._paused = False
         self._heard_words = False
+        self._echo_only = False
         self._speech_start_s = None
         if interrupt:
             self._agent_speaking = False

@@ -11,6 +11,9 @@ which words the listener has actually heard:
 - ``flush`` drops everything not yet played (a real interruption) and returns the
   words that were heard, cut at the last word played to its end, for the history.
 
+``recent_words`` lists the words played in the last few seconds, so that the agent can
+tell its own voice coming back through the user's speaker from the user's words.
+
 Stopping a waveform mid-cycle is a click, so a pause and a flush fade the audio out
 over ``FADE_S`` (the faded samples count as played), and a resume fades back in.
 
@@ -35,6 +38,8 @@ FloatAudio = npt.NDArray[np.float32]
 
 FADE_S = 0.005
 """Length of the fade at a pause, a resume and a flush (s)."""
+RECENT_WORDS_S = 10.0
+"""How far back ``recent_words`` can look (s)."""
 
 
 @dataclass(slots=True)
@@ -87,6 +92,18 @@ class PlayoutBuffer:
     _fade_out: int = 0  # samples still to fade out (after a pause)
     _fade_in: bool = False  # the next audio fades in (after a resume)
     _tail: FloatAudio = field(default_factory=lambda: np.zeros(0, dtype=np.float32))  # a flush's fade
+    _clock: int = 0  # samples handed out so far, silence included
+    _recent: deque[tuple[int, str]] = field(default_factory=deque)  # (clock when it ended, word)
+
+    def recent_words(self, within_s: float) -> list[str]:
+        """The words played to their end in the last ``within_s``, then the one playing now."""
+        since = self._clock - round(within_s * self.sample_rate_hz)
+        words = [word for at, word in self._recent if at >= since]
+        if self._mid_segment:
+            segment = self._segments[0]
+            playing = [w for w, end in zip(segment.text.split(), segment.word_ends, strict=True) if end > segment.played]
+            words += playing[:1]
+        return words
 
     @property
     def _mid_segment(self) -> bool:
@@ -132,6 +149,7 @@ class PlayoutBuffer:
     def next_frame(self, n_samples: int) -> FloatAudio:
         """The next ``n_samples`` to play: queued audio, then silence; all silence if paused."""
         frame = np.zeros(n_samples, dtype=np.float32)
+        self._clock += n_samples
         if len(self._tail):
             tail, self._tail = self._tail[:n_samples], self._tail[n_samples:]
             frame[: len(tail)] = tail
@@ -178,6 +196,10 @@ class PlayoutBuffer:
         for word, end in zip(words, segment.word_ends, strict=True):
             if before < end <= segment.played:
                 heard.append(word)
+                self._recent.append((self._clock, word))
+        keep_from = self._clock - round(RECENT_WORDS_S * self.sample_rate_hz)
+        while self._recent and self._recent[0][0] < keep_from:
+            self._recent.popleft()
 
     def pause(self) -> None:
         """Hold playback (silence until ``resume``) after fading out over ``FADE_S``."""

@@ -45,7 +45,7 @@ import numpy.typing as npt
 from ..engines import ChatEngine, SpeechSynthesizer, TurnEndModel
 from ..event_channel import EventChannel
 from ..frames import AudioFrame, ControlFrame, ControlKind, TranscriptFrame
-from .barge_in import BargeInAction, BargeInPolicy, BargeInSettings
+from .barge_in import BargeInAction, BargeInPolicy, BargeInSettings, is_echo
 from .clauses import ClauseChunker, ClauseRules
 from .history import Conversation
 from .playout import PlayoutBuffer
@@ -60,6 +60,7 @@ _CLOCK_HISTORY = 400  # audio frames remembered for mapping media time to wall t
 _NEXT_CLAUSE_MARGIN_S = 1.0
 """Time a next clause takes, text then speech, under load: its LLM deadline is this early."""
 _CLOSE_TIMEOUT_S = 5.0
+_ECHO_WINDOW_S = 4.0  # words the agent played this recently may come back as echo (delay + ASR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,19 +236,25 @@ class VoiceAgent:
             if over is not None and frame.end_s >= over and self.barge_in.is_backchannel(text):
                 # Said over the agent: a backchannel is never a turn, whenever its final lands.
                 self.turns.discard_last(text)
+        if not (self.barge_in.paused or (frame.is_final and self.speaking)):
+            return
+        # The agent's voice back through the user's speaker, past the echo canceller.
+        echo = is_echo(text, self.playout.recent_words(_ECHO_WINDOW_S))
+        if echo and frame.is_final:
+            self.turns.discard_last(text)
         if self.barge_in.paused:
-            if text.strip():
+            if text.strip() and not echo:
                 self._heard_words_while_paused = True
-            action = self.barge_in.user_transcript(text, final=frame.is_final)
-            if action is BargeInAction.RESUME and frame.is_final:
+            action = self.barge_in.user_transcript(text, final=frame.is_final, echo=echo)
+            if action is BargeInAction.RESUME and frame.is_final and not echo:
                 self.turns.discard_last(text)
-            await self._act(action, reason="backchannel" if action is BargeInAction.RESUME else "words")
-        elif frame.is_final and self.speaking:
+            resumed = "echo" if echo else "backchannel"
+            await self._act(action, reason=resumed if action is BargeInAction.RESUME else "words")
+        elif self.barge_in.is_backchannel(text) or echo:
             # Words over the agent too short to have paused it, or after a noise resume.
-            if self.barge_in.is_backchannel(text):
-                self.turns.discard_last(text)
-            else:
-                await self._act(BargeInAction.INTERRUPT, reason="words")
+            self.turns.discard_last(text)
+        else:
+            await self._act(BargeInAction.INTERRUPT, reason="words")
 
     async def close(self) -> None:
         """Cancel the reply in flight and close the event channel. Idempotent."""
