@@ -54,6 +54,8 @@ calls to a running ``voxline serve`` instead, described in ``bench/agent_calls.p
 
 With ``--url`` and ``--set`` each call says the set's recordings instead of the questions
 (one turn each; ``cut_ins`` as above, on what the caller received), one set after another.
+``--echo-gain G --echo-delay-ms D`` makes each caller one without echo cancellation on
+a loudspeaker: what it hears comes back into its microphone (see ``agent_calls.py``).
 """
 
 from __future__ import annotations
