@@ -250,7 +250,9 @@ class VoiceAgent:
                 self.turns.discard_last(text)
             resumed = "echo" if echo else "backchannel"
             await self._act(action, reason=resumed if action is BargeInAction.RESUME else "words")
-        elif self.barge_in.is_backchannel(text) or echo:
+        elif echo:
+            pass  # already dropped from the turn above
+        elif self.barge_in.is_backchannel(text):
             # Words over the agent too short to have paused it, or after a noise resume.
             self.turns.discard_last(text)
         else:
