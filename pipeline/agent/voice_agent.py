@@ -250,13 +250,11 @@ class VoiceAgent:
                 self.turns.discard_last(text)
             resumed = "echo" if echo else "backchannel"
             await self._act(action, reason=resumed if action is BargeInAction.RESUME else "words")
-        elif echo:
-            pass  # already dropped from the turn above
-        elif self.barge_in.is_backchannel(text):
-            # Words over the agent too short to have paused it, or after a noise resume.
-            self.turns.discard_last(text)
-        else:
-            await self._act(BargeInAction.INTERRUPT, reason="words")
+        elif not echo:  # words over the agent too short to have paused it, or after a noise resume
+            if self.barge_in.is_backchannel(text):
+                self.turns.discard_last(text)
+            else:
+                await self._act(BargeInAction.INTERRUPT, reason="words")
 
     async def close(self) -> None:
         """Cancel the reply in flight and close the event channel. Idempotent."""

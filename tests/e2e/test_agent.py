@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import soundfile
 
+from tests.e2e.agent_talk import converse
 from tests.speech_fixtures import normalize, silence, speech, word_errors
 from voxline.clients.agent_runner import PacedAgentLoop, SpeakOverAgent, TurnTakingUser
 from voxline.clients.echo_device import EchoDevice
 from voxline.pipeline.recipes.agent import (
     AgentEngines,
-    AgentSession,
     build_agent_session,
 )
 
@@ -37,19 +37,6 @@ STORY = "Tell me a long story about a brave knight and a dragon."
 
 def _question(text: str) -> np.ndarray:
     return np.concatenate([silence(0.4), speech(text)])
-
-
-async def _converse(
-    engines: AgentEngines, user: Any, *, echo: EchoDevice | None = None, max_s: float = 60.0
-) -> tuple[PacedAgentLoop, AgentSession]:
-    session = build_agent_session(engines)
-    loop = PacedAgentLoop(session, user, echo_device=echo)
-    await session.graph.start()
-    try:
-        await loop.run(lambda _: user.done, max_s=max_s)
-    finally:
-        await session.graph.cancel()
-    return loop, session
 
 
 def _of(loop: PacedAgentLoop, kind: str) -> list[dict[str, Any]]:
@@ -70,7 +57,7 @@ async def _transcribe(engines: AgentEngines, audio: np.ndarray, rate: int) -> st
 
 async def test_a_spoken_question_gets_a_spoken_answer(agent_engines: AgentEngines) -> None:
     user = TurnTakingUser([_question(QUESTION)])
-    loop, session = await _converse(agent_engines, user)
+    loop, session = await converse(agent_engines, user)
 
     turn = _of(loop, "user_turn")
     assert len(turn) == 1 and "spider" in turn[0]["text"].lower()
@@ -96,7 +83,7 @@ async def test_a_real_interruption_stops_the_agent_and_the_history_keeps_only_wh
     # 1.5 s in: with no echo path (a headset) AEC3 mutes the mic for the first ~1.1 s of
     # a session's first reply, until the echo-path detector passes it through.
     user = SpeakOverAgent(_question(STORY), [speech("Stop, tell me about the weather instead.")], delay_s=1.5)
-    loop, session = await _converse(agent_engines, user)
+    loop, session = await converse(agent_engines, user)
 
     interrupted = _of(loop, "interrupted")
     assert len(interrupted) == 1 and interrupted[0]["reply"] == user.reply_ids[0]
@@ -127,7 +114,7 @@ async def test_a_backchannel_or_a_noise_pauses_then_the_agent_goes_on(agent_engi
         n = 5600
         clip = (0.3 * rng.standard_normal(n) * np.exp(-np.linspace(0, 6, n))).astype(np.float32)
     user = SpeakOverAgent(_question(STORY), [clip])
-    loop, session = await _converse(agent_engines, user)
+    loop, session = await converse(agent_engines, user)
 
     reply = user.reply_ids[0]
     of_reply = [e for e in loop.events if e.get("reply") == reply]
@@ -146,7 +133,7 @@ async def test_a_backchannel_or_a_noise_pauses_then_the_agent_goes_on(agent_engi
 async def test_with_an_echoing_speaker_the_agent_never_interrupts_itself(agent_engines: AgentEngines) -> None:
     questions = ["What is the boiling point of water?", "Tell me something about the moon."]
     user = TurnTakingUser([_question(q) for q in questions])
-    loop, _ = await _converse(agent_engines, user, echo=EchoDevice(delay_ms=150, gain=0.5, seed=4), max_s=90)
+    loop, _ = await converse(agent_engines, user, echo=EchoDevice(delay_ms=150, gain=0.5, seed=4), max_s=90)
 
     story = [(e["type"], e.get("reply"), e.get("text", "")[:60]) for e in loop.events if e["type"] != "user_partial"]
     assert not _of(loop, "interrupted"), story
@@ -158,7 +145,7 @@ async def test_with_an_echoing_speaker_the_agent_never_interrupts_itself(agent_e
 
 async def test_a_real_barge_in_over_the_echo_still_stops_the_agent(agent_engines: AgentEngines) -> None:
     user = SpeakOverAgent(_question(STORY), [speech("Stop, tell me about the weather instead.")])
-    loop, _ = await _converse(agent_engines, user, echo=EchoDevice(delay_ms=120, gain=0.5, seed=5))
+    loop, _ = await converse(agent_engines, user, echo=EchoDevice(delay_ms=120, gain=0.5, seed=5))
     assert [e["reply"] for e in _of(loop, "interrupted")] == [user.reply_ids[0]]
 
 

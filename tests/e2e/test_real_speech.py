@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.e2e.agent_talk import converse
 from tests.speech_fixtures import normalize, silence, word_errors
 from voxline.clients.agent_runner import PacedAgentLoop, TurnTakingUser
 from voxline.clients.caption_runner import caption_locally
 from voxline.config import load_config
-from voxline.pipeline.recipes.agent import AgentEngines, build_agent_session
+from voxline.pipeline.recipes.agent import AgentEngines
 from voxline.pipeline.recipes.captioner import CaptionEngines
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
@@ -64,13 +65,7 @@ async def test_real_recordings_are_captioned_with_their_first_and_last_words(cap
 
 async def _talk(engines: AgentEngines, clips: list[np.ndarray], max_s: float) -> tuple[PacedAgentLoop, TurnTakingUser]:
     user = TurnTakingUser([np.concatenate([silence(0.5), c]) for c in clips], gap_s=0.5, answer_timeout_s=20.0)
-    session = build_agent_session(engines)
-    loop = PacedAgentLoop(session, user)
-    await session.graph.start()
-    try:
-        await loop.run(lambda _: user.done, max_s=max_s)
-    finally:
-        await session.graph.cancel()
+    loop, _ = await converse(engines, user, max_s=max_s)
     return loop, user
 
 
