@@ -6,7 +6,7 @@
 - ``asr``: ``WhisperEngine``, CTranslate2 Whisper batched across sessions;
 - ``word_timing``: word start/end times from the cross-attention alignment;
 - ``llm``: ``LlamaEngine``, SmolLM2 on llama.cpp; ``tts``: ``PiperEngine``, streaming Piper;
-- ``engine_stream``: the async iterator engines feed from their worker threads;
+- ``worker_pool``: the worker threads, bounded request queue and result streams engines share;
 - ``batch_scheduler``: the sans-I/O earliest-deadline-first batcher engines use;
 - ``speech_synth``: Piper speech for tests and benchmarks.
 

@@ -43,6 +43,7 @@ from voxline.models.batch_scheduler import BatchScheduler
 from voxline.models.device import choose_device, default_compute_type
 from voxline.models.registry import DEFAULT_ASR_MODEL, resolve_asr_model
 from voxline.models.word_timing import words_from_alignment
+from voxline.models.worker_pool import WorkerPool, reject, resolve
 from voxline.words import Word, cut_repetition
 
 __all__ = [
@@ -122,7 +123,6 @@ class _Request:
     deadline: float
     session_key: object
     future: asyncio.Future[Hypothesis]
-    loop: asyncio.AbstractEventLoop
     abandoned: bool = False
     prefix_words: tuple[str, ...] = ()
     context_tokens: list[int] = field(default_factory=list)
@@ -132,17 +132,6 @@ class _Request:
     def __post_init__(self) -> None:
         self.content_s = len(self.audio) / ASR_SAMPLE_RATE_HZ
         self.audio_s = self.content_s + TAIL_PAD_S
-
-
-def _settle(
-    future: asyncio.Future[Hypothesis], result: Hypothesis | None, exc: BaseException | None
-) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    elif result is not None:
-        future.set_result(result)
 
 
 class WhisperEngine:
@@ -194,15 +183,12 @@ class WhisperEngine:
         self._scheduler: BatchScheduler[_Request] = BatchScheduler(
             max_batch, bucket_s, max_pending=max_pending
         )
-        self._cond = threading.Condition()
+        self._pool = WorkerPool("asr", self._scheduler, max_pending=max_pending)
         self._load_lock = threading.Lock()
         self._model: Any = None
         self._tokenizer: Any = None
         self._features: Any = None
-        self._threads: list[threading.Thread] = []
         self._workers = 0
-        self._closing = False
-        self._drain = False
         self._timings: collections.deque[BatchTiming] = collections.deque(maxlen=_TIMING_HISTORY)
 
     # -- properties -------------------------------------------------------------
@@ -236,16 +222,12 @@ class WhisperEngine:
 
         If cancelled midway, loading finishes in its thread and the worker is not started.
         """
-        if self._closing:
+        if self._pool.closing:
             raise EngineError("ASR engine is closed")
-        if self._threads:
+        if self._pool.started:
             return
         await asyncio.to_thread(self.load)
-        if not self._threads and not self._closing:
-            for i in range(self._workers):
-                thread = threading.Thread(target=self._work, name=f"voxline-asr-{i}", daemon=True)
-                thread.start()
-                self._threads.append(thread)
+        self._pool.start([self._work] * self._workers)
 
     def _resolve_workers(self) -> int:
         workers = self.workers_preference
@@ -307,18 +289,11 @@ class WhisperEngine:
         Raises:
             EngineError: the worker thread did not end within ``timeout_s`` seconds.
         """
-        with self._cond:
-            self._closing = True
-            self._drain = self._drain or drain
-            dropped = [] if self._drain else self._scheduler.drain()
-            self._cond.notify_all()
-        for request in dropped:
-            self._resolve(request, exc=EngineError("ASR engine closed before the request ran"))
-        for thread in list(self._threads):
-            await asyncio.to_thread(thread.join, timeout_s)
-            if thread.is_alive():
-                raise EngineError(f"ASR worker did not stop within {timeout_s} s")
-            self._threads.remove(thread)
+        await self._pool.close(
+            drain=drain,
+            timeout_s=timeout_s,
+            dropped=lambda r: reject(r.future, EngineError("ASR engine closed before the request ran")),
+        )
         with self._load_lock:
             self._model = None  # frees the weights; a closed engine is never restarted
 
@@ -361,9 +336,9 @@ class WhisperEngine:
             raise ValueError(f"ASR takes mono audio (1-D), got shape {samples.shape}")
         if len(samples) > MAX_AUDIO_S * ASR_SAMPLE_RATE_HZ:
             raise ValueError(f"ASR audio is {len(samples) / ASR_SAMPLE_RATE_HZ:.1f} s; max 30 s")
-        if self._closing:
+        if self._pool.closing:
             raise EngineError("ASR engine is closed")
-        if not self._threads or self._tokenizer is None:
+        if not self._pool.started or self._tokenizer is None:
             raise EngineError("ASR engine is not started; await start() first")
         if len(samples) < MIN_AUDIO_S * ASR_SAMPLE_RATE_HZ:
             return Hypothesis((), 0.0, 0.0, 0.0, 0, 0.0, 1.0, 0.0)
@@ -371,45 +346,25 @@ class WhisperEngine:
         prefix_tokens = self._tokenizer.encode(" " + " ".join(words)) if words else []
         context = [w.strip() for w in context_words if w.strip()]
         context_tokens = self._tokenizer.encode(" " + " ".join(context))[-MAX_CONTEXT_TOKENS:] if context else []
-        loop = asyncio.get_running_loop()
         request = _Request(
-            samples, prefix_tokens, final, deadline, session_key, loop.create_future(), loop,
+            samples, prefix_tokens, final, deadline, session_key,
+            asyncio.get_running_loop().create_future(),
             prefix_words=tuple(words), context_tokens=context_tokens,
         )
-        with self._cond:
-            if self._closing:
-                raise EngineError("ASR engine is closed")
-            superseded = self._scheduler.submit(request)
-            self._cond.notify()
-        for old in superseded:
+        for old in self._pool.submit(request):
             old.abandoned = True
-            self._resolve(old, exc=Superseded("a newer request from the same session replaced it"))
+            reject(old.future, Superseded("a newer request from the same session replaced it"))
         try:
             return await request.future
         except asyncio.CancelledError:
             request.abandoned = True
-            with self._cond:
-                self._scheduler.cancel(request)
+            self._pool.cancel(request)
             raise
-
-    def _resolve(
-        self, request: _Request, result: Hypothesis | None = None, exc: BaseException | None = None
-    ) -> None:
-        try:
-            request.loop.call_soon_threadsafe(_settle, request.future, result, exc)
-        except RuntimeError:
-            pass  # the caller's loop is closed: nobody is waiting for this result
 
     # -- worker -------------------------------------------------------------------
 
     def _work(self) -> None:
-        while True:
-            with self._cond:
-                while not self._scheduler and not self._closing:
-                    self._cond.wait()
-                if self._closing and not (self._drain and self._scheduler):
-                    return
-                batch = self._scheduler.next_batch()
+        while (batch := self._pool.take()) is not None:
             batch = [r for r in batch if not r.abandoned]
             if not batch:
                 continue
@@ -419,10 +374,10 @@ class WhisperEngine:
                 error = EngineError(f"ASR batch of {len(batch)} failed: {exc}")
                 error.__cause__ = exc
                 for request in batch:
-                    self._resolve(request, exc=error)
+                    reject(request.future, error)
                 continue
             for request, hypothesis in zip(batch, results, strict=True):
-                self._resolve(request, result=hypothesis)
+                resolve(request.future, hypothesis)
 
     def _log_mel(self, audio: FloatAudio) -> npt.NDArray[np.float32]:
         # The extractor emits one frame past the audio; faster-whisper drops it too.

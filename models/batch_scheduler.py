@@ -2,8 +2,9 @@
 
 ``BatchScheduler`` holds the requests that sessions have submitted to a shared
 engine and, each time the engine is free, picks the next batch. It does no I/O,
-no waiting and no locking: the engine calls ``submit`` / ``cancel`` /
-``next_batch`` under its own lock and moves data. The policy:
+no waiting and no locking: it is the ``PendingOrder`` of the engine's
+``worker_pool.WorkerPool``, which calls ``submit`` / ``cancel`` / ``next_batch`` under
+its lock. The policy:
 
 1. Priority: finals before partials, then the earliest ``deadline``, then the
    order of submission.

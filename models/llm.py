@@ -12,8 +12,11 @@ its own model context (the weights are memory-mapped once and shared); a worker 
   on its first ``FIRST_TOKENS`` tokens, and 0.3 s later for each token after that
   (about what a token takes to say), so replies share the thread without starving.
 
-A request arriving while every slot is busy waits, first in, first out. Tokens stream
-back to the caller's event loop as they are made; a caller that stops reading
+A request arriving while every slot is busy waits, first in, first out (at most
+``max_pending`` of them). Tokens stream back to the caller's event loop as they are
+made, at most ``tokens_ahead`` of them unread: a reply that far ahead of its reader is
+not stepped until the reader takes one (its worker steps its other replies meanwhile),
+and a reader that takes none for 60 s is abandoned. A caller that stops reading
 (``aclose``, or cancellation of the task iterating) stops generation at the next step
 and frees its slot.
 
@@ -34,9 +37,8 @@ module needs the ``llm`` CLI).
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
-import queue
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,14 +46,16 @@ from pathlib import Path
 from typing import Any
 
 from voxline.errors import EngineError
-from voxline.models.engine_stream import EngineStream
 from voxline.models.registry import ModelNotFoundError
+from voxline.models.worker_pool import EngineStream, FirstInFirstOut, ResultChannel, WorkerPool
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 FIRST_TOKENS = 8
 """Tokens a reply gets ahead of the others: about its first clause (4 words and 2 more)."""
 _SPOKEN_S_PER_TOKEN = 0.3
-_STREAM_QUEUE = 256
+_TOKENS_AHEAD = 256  # unread tokens a reply may have before it waits for its reader
+_MAX_PENDING = 256  # requests waiting for a slot
+_POLL_S = 0.05  # how long a worker whose readers are all behind waits before it looks again
 _CLOSE_TIMEOUT_S = 10.0
 
 
@@ -89,18 +93,16 @@ class _Request:
     messages: list[dict[str, str]]
     max_tokens: int
     temperature: float
-    loop: asyncio.AbstractEventLoop
-    out: asyncio.Queue[str | BaseException | None]
+    channel: ResultChannel[str]
     stats: GenerationStats = field(default_factory=GenerationStats)
-    cancelled: threading.Event = field(default_factory=threading.Event)
     deadline: float | None = None  # time.monotonic(); set from the caller's loop, read by the worker
 
 
 class TokenStream(EngineStream[str]):
     """An async iterator of text pieces of one reply; ``aclose`` stops generation."""
 
-    def __init__(self, request: _Request) -> None:
-        super().__init__(request.out, request.cancelled)
+    def __init__(self, request: _Request, pool: WorkerPool[_Request]) -> None:
+        super().__init__(request.channel, functools.partial(pool.cancel, request))
         self._request = request
 
     @property
@@ -129,6 +131,8 @@ class LlamaEngine:
     (default ``n_threads``) threads evaluate a prompt: on an idle machine two make the
     first token 1.7x sooner (70 ms instead of 120 ms), but with four calls at once the
     median first token went from 189 to 319 ms, so the config keeps one.
+    ``max_pending`` requests may wait for a slot; ``tokens_ahead`` tokens of a reply may
+    wait for its reader (back-pressure).
     """
 
     def __init__(
@@ -142,6 +146,8 @@ class LlamaEngine:
         workers: int = 1,
         draft: str | None = None,
         draft_tokens: int = 10,
+        max_pending: int = _MAX_PENDING,
+        tokens_ahead: int = _TOKENS_AHEAD,
     ) -> None:
         if not 1 <= workers <= slots:
             raise ValueError(f"need 1 <= workers <= slots, got {workers} workers for {slots} slots")
@@ -153,25 +159,21 @@ class LlamaEngine:
         self.workers = workers
         self.draft = draft
         self.draft_tokens = draft_tokens
-        self._requests: queue.Queue[_Request | None] = queue.Queue()
-        self._threads: list[threading.Thread] = []
+        self.tokens_ahead = tokens_ahead
+        self._pool: WorkerPool[_Request] = WorkerPool("llm", FirstInFirstOut(), max_pending=max_pending)
         self._models: list[_Slot] = []
-        self._closing = False
 
     async def start(self) -> None:
         """Load the model(s) off the loop and start the workers; a second call does nothing."""
-        if self._threads or self._closing:
-            if self._closing:
-                raise EngineError("LLM engine is closed")
+        if self._pool.closing:
+            raise EngineError("LLM engine is closed")
+        if self._pool.started:
             return
         models = await asyncio.to_thread(lambda: [self._load() for _ in range(self.slots)])
         self._models = [_Slot(model) for model in models]
-        for i in range(self.workers):
-            thread = threading.Thread(
-                target=self._work, args=(self._models[i :: self.workers],), name=f"voxline-llm-{i}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+        self._pool.start(
+            [functools.partial(self._work, self._models[i :: self.workers]) for i in range(self.workers)]
+        )
 
     def _load(self) -> Any:
         try:
@@ -194,48 +196,39 @@ class LlamaEngine:
         except Exception as exc:  # llama.cpp raises ValueError/RuntimeError for bad files
             raise EngineError(f"cannot load the LLM from {path}: {exc}") from exc
 
-    async def close(self) -> None:
-        """Stop the worker after its current token and join it. Idempotent."""
-        self._closing = True
-        for _ in self._threads:
-            self._requests.put(None)
-        for thread in list(self._threads):
-            await asyncio.to_thread(thread.join, _CLOSE_TIMEOUT_S)
-            if thread.is_alive():
-                raise EngineError(f"LLM worker did not stop within {_CLOSE_TIMEOUT_S} s")
-            self._threads.remove(thread)
+    async def close(self, *, drain: bool = False, timeout_s: float = _CLOSE_TIMEOUT_S) -> None:
+        """Stop the workers and wait for their threads to end (idempotent).
+
+        With ``drain=False`` replies being generated stop after their current token and
+        waiting requests are dropped: both streams just end. With ``drain=True`` every
+        accepted request is generated to its end first (a reader must still take its
+        tokens). Later ``stream`` calls raise ``EngineError``.
+
+        Raises:
+            EngineError: a worker did not end within ``timeout_s`` seconds.
+        """
+        await self._pool.close(drain=drain, timeout_s=timeout_s, dropped=lambda r: r.channel.finish())
         self._models = []
-        while True:  # requests no worker took: end their streams
-            try:
-                request = self._requests.get_nowait()
-            except queue.Empty:
-                break
-            if request is not None:
-                self._send(request, None)
 
     def stream(
         self, messages: Sequence[dict[str, str]], *, max_tokens: int = 128, temperature: float = 0.0
     ) -> TokenStream:
         """Start a chat reply to ``messages`` (OpenAI-style role/content dicts); stream its text.
 
-        Raises ``EngineError`` if the engine is not started or closed. When every slot
-        is busy the reply waits behind earlier requests (first in, first out).
-        """
-        if self._closing:
-            raise EngineError("LLM engine is closed")
-        if not self._threads:
-            raise EngineError("LLM engine is not started; await start() first")
-        request = _Request(
-            list(messages), max_tokens, temperature, asyncio.get_running_loop(), asyncio.Queue(_STREAM_QUEUE)
-        )
-        self._requests.put(request)
-        return TokenStream(request)
+        When every slot is busy the reply waits behind earlier requests (first in,
+        first out).
 
-    def _send(self, request: _Request, item: str | BaseException | None) -> None:
-        try:
-            request.loop.call_soon_threadsafe(request.out.put_nowait, item)
-        except RuntimeError:
-            request.cancelled.set()  # the caller's loop is gone: nobody is listening
+        Raises:
+            EngineError: the engine is not started, closed, or ``max_pending`` requests
+                are waiting ("LLM queue is full ...").
+        """
+        if self._pool.closing:
+            raise EngineError("LLM engine is closed")
+        if not self._pool.started:
+            raise EngineError("LLM engine is not started; await start() first")
+        request = _Request(list(messages), max_tokens, temperature, ResultChannel(self.tokens_ahead))
+        self._pool.submit(request)
+        return TokenStream(request, self._pool)
 
     def _work(self, slots: list[_Slot]) -> None:
         running: list[_Generation] = []
@@ -244,20 +237,27 @@ class LlamaEngine:
             # Take requests only while a slot is free: the rest wait in the shared queue
             # for whichever worker frees one first.
             while not stopping and len(running) < len(slots):
-                try:
-                    request = self._requests.get(block=not running)
-                except queue.Empty:
-                    break
-                if request is None:
+                batch = self._pool.take(block=not running)
+                if batch is None:
                     stopping = True
-                elif request.cancelled.is_set():
-                    self._send(request, None)
+                elif not batch:
+                    break
                 else:
-                    running.append(self._begin(request, slots, [g.slot for g in running]))
-            if running:
-                generation = min(running, key=_Generation.priority)
-                if not self._step(generation):
-                    running.remove(generation)
+                    (request,) = batch  # FirstInFirstOut hands out one at a time
+                    if request.channel.cancelled.is_set():
+                        request.channel.finish()
+                    else:
+                        running.append(self._begin(request, slots, [g.slot for g in running]))
+            if not running:
+                continue
+            # Step only replies whose readers have room for a token (or must stop anyway).
+            ready = [g for g in running if self._pool.stopping.is_set() or g.request.channel.has_room()]
+            if not ready:
+                min(running, key=_Generation.priority).request.channel.has_room(_POLL_S)
+                continue
+            generation = min(ready, key=_Generation.priority)
+            if not self._step(generation):
+                running.remove(generation)
 
     def _begin(self, request: _Request, slots: list[_Slot], busy: list[_Slot]) -> _Generation:
         free = [slot for slot in slots if slot not in busy]
@@ -269,10 +269,10 @@ class LlamaEngine:
     def _step(self, generation: _Generation) -> bool:
         """Make one token of ``generation``; False once it is over (done, cancelled or failed)."""
         request, stats = generation.request, generation.request.stats
-        if request.cancelled.is_set() or self._closing:
+        if request.channel.cancelled.is_set() or self._pool.stopping.is_set():
             stats.cancelled = True
             generation.close()
-            self._send(request, None)
+            request.channel.finish()
             return False
         try:
             if generation.chunks is None:
@@ -285,18 +285,18 @@ class LlamaEngine:
             generation.close()
             error = EngineError(f"LLM generation failed: {exc}")
             error.__cause__ = exc
-            self._send(request, error)
+            request.channel.finish(error)
             return False
         if chunk is None:
             stats.total_ms = (time.perf_counter() - generation.started) * 1000
-            self._send(request, None)
+            request.channel.finish()
             return False
         piece = chunk["choices"][0]["delta"].get("content")
         if piece:
             if stats.first_token_ms is None:
                 stats.first_token_ms = (time.perf_counter() - generation.started) * 1000
             stats.completion_tokens += 1
-            self._send(request, piece)
+            request.channel.send(piece)  # never waits: _work stepped it because it had room
         return True
 
 

@@ -23,9 +23,8 @@ Needs the ``tts`` extra (``pip install 'voxline[tts]'``).
 from __future__ import annotations
 
 import asyncio
-import collections
+import functools
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,8 +33,13 @@ import numpy as np
 import numpy.typing as npt
 
 from voxline.errors import EngineError
-from voxline.models.engine_stream import EngineStream
 from voxline.models.registry import ModelNotFoundError, piper_voice_path
+from voxline.models.worker_pool import (
+    EarliestDeadlineFirst,
+    EngineStream,
+    ResultChannel,
+    WorkerPool,
+)
 
 __all__ = ["PiperEngine", "SynthesisStats", "SynthesisStream"]
 
@@ -43,8 +47,6 @@ MAX_TEXT_CHARS = 4000
 """Longest text one request may carry (characters)."""
 _MAX_PENDING = 256  # requests waiting for a worker
 _MAX_CHUNKS_AHEAD = 4  # chunks a worker may queue ahead of its reader
-_STALL_TIMEOUT_S = 60.0  # a reader that takes no chunk for this long is abandoned
-_POLL_S = 0.05  # how often a waiting worker looks at the cancel flag
 _CLOSE_TIMEOUT_S = 10.0
 
 FloatAudio = npt.NDArray[np.float32]
@@ -77,16 +79,10 @@ class SynthesisStats:
 @dataclass(slots=True, eq=False)
 class _Request:
     text: str
-    loop: asyncio.AbstractEventLoop
-    out: asyncio.Queue[FloatAudio | BaseException | None]
+    channel: ResultChannel[FloatAudio]
     submitted: float  # time.perf_counter()
-    deadline: float = 0.0  # time.monotonic() by which the listener needs the audio
+    deadline: float  # time.monotonic() by which the listener needs the audio
     stats: SynthesisStats = field(default_factory=SynthesisStats)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    # Free places in ``out``: taken by the worker before it sends, given back by the reader.
-    room: threading.Semaphore = field(
-        default_factory=lambda: threading.Semaphore(_MAX_CHUNKS_AHEAD)
-    )
 
 
 class SynthesisStream(EngineStream[FloatAudio]):
@@ -106,21 +102,14 @@ class SynthesisStream(EngineStream[FloatAudio]):
     before the request finished.
     """
 
-    def __init__(self, request: _Request) -> None:
-        super().__init__(request.out, request.cancelled)
+    def __init__(self, request: _Request, pool: WorkerPool[_Request]) -> None:
+        super().__init__(request.channel, functools.partial(pool.cancel, request))
         self._request = request
 
     @property
     def stats(self) -> SynthesisStats:
         """Figures of this request (complete once the stream has ended)."""
         return self._request.stats
-
-    def _taken(self, item: FloatAudio) -> None:
-        self._request.room.release()  # the worker may make one more chunk
-
-
-def _settle(request: _Request, item: FloatAudio | BaseException | None) -> None:
-    request.out.put_nowait(item)  # never full: the worker held a place, ends need none
 
 
 class PiperEngine:
@@ -152,18 +141,15 @@ class PiperEngine:
         self.workers = workers
         self.length_scale = length_scale
         self.cpu_threads = cpu_threads
-        self._cond = threading.Condition()
-        self._pending: collections.deque[_Request] = collections.deque()
-        self._threads: list[threading.Thread] = []
+        self._pool: WorkerPool[_Request] = WorkerPool(
+            "tts", EarliestDeadlineFirst(), max_pending=_MAX_PENDING
+        )
         self._sample_rate_hz: int | None = None
-        self._closing = False
-        self._drain = False
-        self._busy = 0
 
     @property
     def busy_workers(self) -> int:
         """Workers synthesizing (or waiting for a reader to take a chunk) right now."""
-        return self._busy
+        return self._pool.busy_workers
 
     @property
     def sample_rate_hz(self) -> int:
@@ -183,20 +169,15 @@ class PiperEngine:
 
         If cancelled midway, loading finishes in its thread and no worker is started.
         """
-        if self._closing:
+        if self._pool.closing:
             raise EngineError("TTS engine is closed")
-        if self._threads:
+        if self._pool.started:
             return
         voices = await asyncio.to_thread(lambda: [self._load() for _ in range(self.workers)])
-        if self._threads or self._closing:
+        if self._pool.started or self._pool.closing:
             return
         self._sample_rate_hz = int(voices[0].config.sample_rate)
-        for i, voice in enumerate(voices):
-            thread = threading.Thread(
-                target=self._work, args=(voice,), name=f"voxline-tts-{i}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+        self._pool.start([functools.partial(self._work, voice) for voice in voices])
 
     def _load(self) -> Any:
         try:
@@ -234,20 +215,11 @@ class PiperEngine:
         Raises:
             EngineError: a worker did not end within ``timeout_s`` seconds.
         """
-        with self._cond:
-            self._closing = True
-            self._drain = self._drain or drain
-            dropped = [] if self._drain else list(self._pending)
-            if not self._drain:
-                self._pending.clear()
-            self._cond.notify_all()
-        for request in dropped:
-            self._send(request, EngineError("TTS engine closed before the request ran"))
-        for thread in list(self._threads):
-            await asyncio.to_thread(thread.join, timeout_s)
-            if thread.is_alive():
-                raise EngineError(f"TTS worker did not stop within {timeout_s} s")
-            self._threads.remove(thread)
+        await self._pool.close(
+            drain=drain,
+            timeout_s=timeout_s,
+            dropped=lambda r: r.channel.finish(EngineError("TTS engine closed before the request ran")),
+        )
 
     # -- requests -----------------------------------------------------------------
 
@@ -264,26 +236,19 @@ class PiperEngine:
         """
         if len(text) > MAX_TEXT_CHARS:
             raise ValueError(f"TTS text is {len(text)} characters; max {MAX_TEXT_CHARS}")
-        if self._closing:
+        if self._pool.closing:
             raise EngineError("TTS engine is closed")
-        if not self._threads:
+        if not self._pool.started:
             raise EngineError("TTS engine is not started; await start() first")
-        loop = asyncio.get_running_loop()
         request = _Request(
-            " ".join(text.split()), loop, asyncio.Queue(_MAX_CHUNKS_AHEAD + 1), time.perf_counter(),
+            " ".join(text.split()), ResultChannel(_MAX_CHUNKS_AHEAD), time.perf_counter(),
             deadline=time.monotonic() if deadline is None else deadline,
         )
-        if not request.text:
-            request.out.put_nowait(None)
-            return SynthesisStream(request)
-        with self._cond:
-            if self._closing:
-                raise EngineError("TTS engine is closed")
-            if len(self._pending) >= _MAX_PENDING:
-                raise EngineError(f"TTS queue is full ({_MAX_PENDING} requests waiting)")
-            self._pending.append(request)
-            self._cond.notify()
-        return SynthesisStream(request)
+        if request.text:
+            self._pool.submit(request)
+        else:
+            request.channel.finish()
+        return SynthesisStream(request, self._pool)
 
     async def synthesize_all(self, text: str) -> FloatAudio:
         """Speak ``text`` and return all its audio at ``sample_rate_hz`` (float32 mono).
@@ -295,45 +260,26 @@ class PiperEngine:
             parts = [chunk async for chunk in chunks]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
-    def _send(self, request: _Request, item: FloatAudio | BaseException | None) -> None:
-        try:
-            request.loop.call_soon_threadsafe(_settle, request, item)
-        except RuntimeError:
-            request.cancelled.set()  # the caller's loop is closed: nobody is listening
-
     # -- worker -------------------------------------------------------------------
-
-    def _next_request(self) -> _Request | None:
-        with self._cond:
-            while not self._pending and not self._closing:
-                self._cond.wait()
-            if self._closing and not (self._drain and self._pending):
-                return None
-            first = min(self._pending, key=lambda r: r.deadline)  # ties: first queued (min is stable)
-            self._pending.remove(first)
-            return first
 
     def _work(self, voice: Any) -> None:
         from piper import SynthesisConfig
 
         config = SynthesisConfig(length_scale=self.length_scale, noise_scale=0.0, noise_w_scale=0.0)
-        while (request := self._next_request()) is not None:
-            if request.cancelled.is_set():
-                continue
-            with self._cond:
-                self._busy += 1
-            try:
-                self._synthesize(voice, config, request)
-            except Exception as exc:  # Piper and onnxruntime raise assorted types
-                error = EngineError(f"TTS synthesis failed: {exc}")
-                error.__cause__ = exc
-                self._send(request, error)
-            finally:
-                with self._cond:
-                    self._busy -= 1
+        while (batch := self._pool.take()) is not None:
+            for request in batch:
+                if request.channel.cancelled.is_set():
+                    continue
+                with self._pool.working():
+                    try:
+                        self._synthesize(voice, config, request)
+                    except Exception as exc:  # Piper and onnxruntime raise assorted types
+                        error = EngineError(f"TTS synthesis failed: {exc}")
+                        error.__cause__ = exc
+                        request.channel.finish(error)
 
     def _stopped(self, request: _Request) -> bool:
-        return request.cancelled.is_set() or (self._closing and not self._drain)
+        return request.channel.cancelled.is_set() or self._pool.stopping.is_set()
 
     def _synthesize(self, voice: Any, config: Any, request: _Request) -> None:
         stats = request.stats
@@ -344,30 +290,21 @@ class PiperEngine:
             t0 = time.perf_counter()
             chunk = next(chunks, None)
             stats.synth_ms += (time.perf_counter() - t0) * 1000
-            if chunk is None or self._stopped(request) or not self._wait_for_room(request):
+            if chunk is None or self._stopped(request):
                 break
             audio = np.asarray(chunk.audio_float_array, dtype=np.float32)
+            ready_ms = (time.perf_counter() - request.submitted) * 1000
+            if not request.channel.send(audio, stop=self._pool.stopping):
+                break
             if stats.first_chunk_ms is None:
-                stats.first_chunk_ms = (time.perf_counter() - request.submitted) * 1000
+                stats.first_chunk_ms = ready_ms
             stats.chunks += 1
             stats.audio_s += len(audio) / voice.config.sample_rate
-            self._send(request, audio)
         stats.total_ms = (time.perf_counter() - request.submitted) * 1000
-        if request.cancelled.is_set():
+        if request.channel.cancelled.is_set():
             stats.cancelled = True
-            self._send(request, None)
+            request.channel.finish()
         elif self._stopped(request):
-            self._send(request, EngineError("TTS engine closed during synthesis"))
+            request.channel.finish(EngineError("TTS engine closed during synthesis"))
         else:
-            self._send(request, None)
-
-    def _wait_for_room(self, request: _Request) -> bool:
-        """Wait until the reader has room for one more chunk; False if it never will."""
-        deadline = time.monotonic() + _STALL_TIMEOUT_S
-        while not request.room.acquire(timeout=_POLL_S):
-            if self._stopped(request):
-                return False
-            if time.monotonic() > deadline:
-                request.cancelled.set()  # a reader that stalls this long is gone
-                return False
-        return True
+            request.channel.finish()

@@ -125,3 +125,56 @@ async def test_close_is_idempotent_leaves_no_thread_and_refuses_new_work() -> No
 
 def test_the_weights_come_from_the_installed_package() -> None:
     assert smollm2_path().endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+async def test_a_slow_reader_holds_the_reply_back_and_gets_every_token() -> None:
+    story = ask("Tell me a long story about a dragon and a knight.")
+    plain = LlamaEngine()
+    await plain.start()
+    try:
+        uninterrupted = await plain.stream(story, max_tokens=60).text()
+    finally:
+        await plain.close()
+    # A fresh engine: a context that re-uses a prefix may continue it differently.
+    engine = LlamaEngine(tokens_ahead=4)
+    await engine.start()
+    try:
+        slow = engine.stream(story, max_tokens=60)
+        pieces = [await anext(slow)]
+        await asyncio.sleep(0.5)  # long enough for dozens of tokens
+        held_back_at = slow.stats.completion_tokens
+        async for piece in slow:
+            pieces.append(piece)
+            await asyncio.sleep(0.005)
+    finally:
+        await engine.close()
+    assert held_back_at <= 1 + 4, f"{held_back_at} tokens made for a reader that took one"
+    assert slow.stats.completion_tokens > 20
+    assert "".join(pieces) == uninterrupted
+
+
+async def test_the_request_queue_is_bounded() -> None:
+    engine = LlamaEngine(max_pending=2)
+    await engine.start()
+    try:
+        long = engine.stream(ask("Tell me a long story about a dragon and a knight."), max_tokens=300)
+        await anext(long)  # the only slot is busy: what follows waits
+        waiting = [engine.stream(ask("Name a fruit."), max_tokens=8) for _ in range(2)]
+        with pytest.raises(EngineError, match="queue is full"):
+            engine.stream(ask("Name an animal."))
+        await waiting[0].aclose()  # a closed stream leaves the queue
+        waiting.append(engine.stream(ask("Name an animal."), max_tokens=8))
+    finally:
+        await engine.close()
+    assert [await stream.text() for stream in waiting[1:]] == ["", ""]  # dropped at close
+    assert long.stats.cancelled
+
+
+async def test_close_with_drain_finishes_the_accepted_replies() -> None:
+    engine = LlamaEngine()
+    await engine.start()
+    replies = [engine.stream(ask(q), max_tokens=12) for q in ("Name a fruit.", "Name an animal.")]
+    *texts, _ = await asyncio.gather(*(r.text() for r in replies), engine.close(drain=True))
+    assert all(text.strip() for text in texts)
+    with pytest.raises(EngineError):
+        engine.stream(ask("hi"))
