@@ -52,6 +52,11 @@ def event_printer(out: TextIO) -> Callable[[dict[str, Any]], None]:
         elif kind == "turn_latency":
             parts = ", ".join(f"{k} {v:.0f}" for k, v in event["breakdown_ms"].items())
             print(f"       voice-to-voice {event['v2v_ms']:.0f} ms ({parts})", file=out, flush=True)
+        elif kind == "anon.phrase":
+            print(f"re-spoken ({event['latency_ms']:.0f} ms): {event['text']}", file=out, flush=True)
+        elif kind in ("vc.ready", "vc.updated"):
+            voice = ", ".join(f"{k} {v}" for k, v in event.items() if k in ("semitones", "formant", "monotone_hz"))
+            print(f"voice: {voice}", file=out, flush=True)
         elif kind in ("interrupted", "error"):
             print(f"       [{kind}] {event}", file=out, flush=True)
 

@@ -161,8 +161,14 @@ async def run_mic(config: Config, *, out: TextIO = sys.stdout, frame_ms: int = 2
     return 0
 
 
-async def run_mic_call(url: str, *, out: TextIO = sys.stdout, frame_ms: int = 20) -> int:
-    """Converse with the agent of the voxline server at ``url`` over WebRTC until Ctrl-C or hang-up."""
+async def run_mic_call(
+    url: str, *, session: dict[str, Any] | None = None, out: TextIO = sys.stdout, frame_ms: int = 20
+) -> int:
+    """Call the voxline server at ``url`` over WebRTC until Ctrl-C or hang-up.
+
+    ``session`` is the offer's session object (e.g. ``{"mode": "voice_changer"}``);
+    default: the agent.
+    """
     _sounddevice()  # fail before connecting
     from voxline.stream.webrtc_call import WEBRTC_RATE_HZ
 
@@ -173,7 +179,7 @@ async def run_mic_call(url: str, *, out: TextIO = sys.stdout, frame_ms: int = 20
     # than the local speaker ring, still bounded so a stall cannot add delay for good.
     speaker = SampleRing(WEBRTC_RATE_HZ, max_s=0.2)
     source, sink = open_devices(mic, speaker, WEBRTC_RATE_HZ, frame_ms, mic_rate_hz=WEBRTC_RATE_HZ)
-    client = CallClient(url, mic.read, on_audio=speaker.write)
+    client = CallClient(url, mic.read, on_audio=speaker.write, session=session)
     show = event_printer(out)
     stop = asyncio.Event()
     _stop_on_ctrl_c(stop)

@@ -64,3 +64,12 @@ class EventChannel:
     async def __aiter__(self) -> AsyncIterator[Event]:
         while (event := await self.get()) is not None:
             yield event
+
+
+def unknown_client_event(event: Any, known: tuple[str, ...]) -> Event:
+    """The ``error`` event answering a client message of a type the session does not take."""
+    kind = event.get("type") if isinstance(event, dict) else None
+    return {
+        "type": "error", "code": "unknown_event",
+        "message": f"this session takes {', '.join(known) or 'no client events'}; got type {kind!r}",
+    }

@@ -3,6 +3,9 @@
 ``CallService.start`` loads the agent's models (LLM and TTS; the caption engines are
 shared with the caption service) unless calls are off (``server.max_calls = 0``) or
 the ``webrtc`` extra is missing, in which case offers get a clear refusal.
+A call is one of ``MODES`` (the offer's ``session.mode``): the agent (default), the
+voice changer (its converter engine starts with the first such call and is shared
+by all of them) or the anonymizer (the caption engines and the agent's Piper).
 ``open_call`` takes a client's offer and returns the answer; past ``max_calls`` live
 calls it refuses with ``CallRefused`` (HTTP 503 and ``Retry-After``), before any work
 is done, so the calls already running keep their latency. Each call removes itself
@@ -28,7 +31,9 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5
 MAX_SYSTEM_PROMPT_CHARS = 4000
-SESSION_OPTIONS = ("echo_cancel", "system_prompt")
+SESSION_OPTIONS = ("mode", "echo_cancel", "system_prompt", "vc")
+MODES = ("agent", "voice_changer", "anonymizer")
+"""What a call does with the caller's voice: answers it, changes it, or re-speaks its words."""
 AGENT_PACKAGES = ("aiortc", "llama_cpp", "piper")
 
 
@@ -60,8 +65,10 @@ class CallOffer:
 
     sdp: str
     type: str
+    mode: str = "agent"
     echo_cancel: bool | None = None
     system_prompt: str | None = None
+    vc: dict[str, Any] | None = None
 
     @classmethod
     def parse(cls, body: Any) -> CallOffer:
@@ -85,7 +92,21 @@ class CallOffer:
         prompt = options.get("system_prompt")
         if prompt is not None and (not isinstance(prompt, str) or len(prompt) > MAX_SYSTEM_PROMPT_CHARS):
             raise _bad_offer(f"session.system_prompt must be text of at most {MAX_SYSTEM_PROMPT_CHARS} characters")
-        return cls(sdp=sdp, type=kind, echo_cancel=echo, system_prompt=prompt)
+        mode = options.get("mode", "agent")
+        if mode not in MODES:
+            raise _bad_offer(f"session.mode must be one of {list(MODES)}, not {mode!r}")
+        vc = options.get("vc")
+        if vc is not None:
+            if mode != "voice_changer" or not isinstance(vc, dict):
+                raise _bad_offer("session.vc is an object, for mode 'voice_changer'")
+            from voxline.errors import ConfigError
+            from voxline.models.voice_converter import VoiceParams
+
+            try:
+                VoiceParams.from_options(vc)
+            except ConfigError as exc:
+                raise _bad_offer(f"session.vc: {exc}") from exc
+        return cls(sdp=sdp, type=kind, mode=mode, echo_cancel=echo, system_prompt=prompt, vc=vc)
 
 
 def _bad_offer(message: str) -> CallRefused:
@@ -110,6 +131,7 @@ class CallService:
         self.counters = CallCounters()
         self.latency = TurnLatencyHistograms()
         self._watchers: set[asyncio.Task[None]] = set()
+        self.converter: Any = None  # the voice changer's engine, made at the first such call
 
     async def start(self, captions: CaptionEngines | None) -> None:
         """Load the agent engines beside the shared ``captions`` (unless given, off, or not installed)."""
@@ -152,6 +174,8 @@ class CallService:
             )
         self.reserved += 1
         try:
+            if offer.mode == "voice_changer" and self.converter is None:
+                self.converter = await self._load_converter()
             call = self._new_call(offer)
         except BaseException:
             self.reserved -= 1
@@ -172,20 +196,48 @@ class CallService:
         watcher.add_done_callback(self._watchers.discard)
         return answer
 
-    def _new_call(self, offer: CallOffer) -> Any:
-        from voxline.pipeline.recipes.agent import agent_settings, build_agent_session
+    async def _load_converter(self) -> Any:
+        from voxline.errors import ConfigError
+        from voxline.models.vc_engine import VoiceConverterEngine
+        from voxline.pipeline.recipes.voice_changer import load_converter
 
-        from .webrtc_call import AgentCall
+        try:
+            engine = VoiceConverterEngine(load_converter(self.config.vc))
+        except ConfigError as exc:
+            raise CallRefused(503, "calls_unavailable", f"the voice changer cannot start: {exc}") from exc
+        await engine.start()
+        return engine
+
+    def _new_call(self, offer: CallOffer) -> Any:
+        from .webrtc_call import VoiceCall
+
+        server = self.config.server
+        return VoiceCall(
+            self._new_session(offer), on_event=self.latency.observe,
+            connect_timeout_s=server.call_connect_timeout_s, media_timeout_s=server.call_media_timeout_s,
+        )
+
+    def _new_session(self, offer: CallOffer) -> Any:
+        """The live session ``offer.mode`` asks for, on this process's shared engines."""
+        if offer.mode == "voice_changer":
+            from voxline.models.voice_converter import VoiceParams
+            from voxline.pipeline.recipes.voice_changer import (
+                build_voice_changer_session,
+                default_voice,
+            )
+
+            params = VoiceParams.from_options(offer.vc or {}, base=default_voice(self.config.vc))
+            return build_voice_changer_session(self.converter, params, name="call-vc")
+        if offer.mode == "anonymizer":
+            from voxline.pipeline.recipes.anonymizer import build_anonymizer_session
+
+            return build_anonymizer_session(self.engines.captions, self.engines.tts, name="call-anon")
+        from voxline.pipeline.recipes.agent import agent_settings, build_agent_session
 
         settings = agent_settings(self.config)
         if offer.system_prompt is not None:
             settings = dataclasses.replace(settings, system_prompt=offer.system_prompt)
-        session = build_agent_session(self.engines, echo_cancel=offer.echo_cancel, settings=settings, name="call")
-        server = self.config.server
-        return AgentCall(
-            session, on_event=self.latency.observe,
-            connect_timeout_s=server.call_connect_timeout_s, media_timeout_s=server.call_media_timeout_s,
-        )
+        return build_agent_session(self.engines, echo_cancel=offer.echo_cancel, settings=settings, name="call")
 
     async def _until_closed(self, call: Any) -> None:
         try:
@@ -207,3 +259,6 @@ class CallService:
         if self.engines is not None and self._owns_engines:
             await self.engines.close()
             self.engines = None
+        if self.converter is not None:
+            await self.converter.close()
+            self.converter = None

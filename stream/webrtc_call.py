@@ -1,19 +1,23 @@
-"""One WebRTC voice call with the agent (aiortc): audio both ways and an events channel.
+"""One WebRTC voice call (aiortc): audio both ways and an events channel, for any live session.
 
-Groundwork for the WebRTC issue: the HTTP offer endpoint, the browser page and the
-admission limit build on ``AgentCall``.
+The session is the agent (``recipes.agent``), the voice changer
+(``recipes.voice_changer``) or the anonymizer (``recipes.anonymizer``): anything with a
+graph to push the caller's audio into, a ``pull`` for what goes back, events out and
+``on_client_event`` for the client's messages (``CallSession``).
 
-- **Outgoing audio**: ``agent_audio_track`` is the call's speaker. aiortc asks it for a
+- **Outgoing audio**: ``session_audio_track`` is the call's speaker. aiortc asks it for a
   frame whenever it wants one; it answers on a real-time schedule (never faster), with
-  20 ms of 48 kHz mono s16 made from ``AgentSession.pull`` (silence when the agent is
-  quiet). What it pulls is what the echo canceller takes as reference and what the
-  agent counts as heard.
+  20 ms of 48 kHz mono s16 made from ``session.pull`` (silence when the session is
+  quiet). For the agent, what it pulls is what the echo canceller takes as reference
+  and what the agent counts as heard.
 - **Incoming audio**: a task owned by the call reads the peer's track, turns each frame
   into a float32 mono ``AudioFrame`` and pushes it into the session's graph (which
   resamples to 16 kHz). When the graph cannot keep up, the frame is dropped and
   counted, never queued without bound.
 - **Events**: a task forwards the session's events as JSON text on the ``events``
   data channel (the peer creates it; messages before it opens are dropped, counted).
+  Messages the client sends on it go to ``session.on_client_event`` (a ``vc.update``
+  changes the voice live); one that is not a JSON object gets an ``error`` event back.
 - **Life cycle**: ``close`` (idempotent) runs when the peer disconnects, ICE fails or
   the data channel closes: the tasks are cancelled and awaited, the graph cancelled,
   the peer connection closed; nothing of the call outlives it.
@@ -28,14 +32,16 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from voxline.errors import GraphClosed
+from voxline.pipeline.edge import Edge
+from voxline.pipeline.event_channel import EventChannel
 from voxline.pipeline.frames import AudioFrame
-from voxline.pipeline.recipes.agent import AgentSession
+from voxline.pipeline.graph import Graph
 from voxline.resampler import StreamResampler
 from voxline.sample_fifo import SampleFifo
 
@@ -45,6 +51,27 @@ FloatAudio = npt.NDArray[np.float32]
 WEBRTC_RATE_HZ = 48000
 FRAME_MS = 20
 FRAME_SAMPLES = WEBRTC_RATE_HZ * FRAME_MS // 1000
+
+
+class CallSession(Protocol):
+    """What a call needs of its session (the agent, the voice changer, the anonymizer)."""
+
+    graph: Graph
+    audio_in: Edge
+    events: EventChannel
+
+    @property
+    def output_rate_hz(self) -> int:
+        """Sample rate of what ``pull`` returns."""
+        ...
+
+    def pull(self, n_samples: int) -> FloatAudio:
+        """The next ``n_samples`` to send the caller (called at real-time pace)."""
+        ...
+
+    def on_client_event(self, event: dict[str, Any]) -> None:
+        """Take one JSON object the client sent on the events channel."""
+        ...
 
 
 def aiortc_module() -> Any:
@@ -130,14 +157,14 @@ def from_av_frame(frame: Any) -> tuple[FloatAudio, int]:
     return np.ascontiguousarray(data, dtype=np.float32), int(frame.sample_rate)
 
 
-def agent_audio_track(session: AgentSession) -> Any:
-    """A live ``aiortc.MediaStreamTrack`` (kind audio) playing ``session``'s agent in real time."""
+def session_audio_track(session: CallSession) -> Any:
+    """A live ``aiortc.MediaStreamTrack`` (kind audio) playing what ``session`` pulls, in real time."""
     to_48k = StreamResampler(session.output_rate_hz, WEBRTC_RATE_HZ)
     pending = SampleFifo()
     pull_samples = session.output_rate_hz * FRAME_MS // 1000
 
     def next_frame() -> FloatAudio:
-        # One pull per frame keeps the agent's clock; the resampler's uneven output
+        # One pull per frame keeps the session's clock; the resampler's uneven output
         # (and its start-up delay, read as silence) evens out in the FIFO.
         pending.write(to_48k.process(session.pull(pull_samples)))
         return pending.read(FRAME_SAMPLES)
@@ -193,8 +220,8 @@ def _paced_track_class() -> Any:
     return _TRACK_CLASS
 
 
-class AgentCall:
-    """One peer connection bound to one ``AgentSession``; owns its tasks; ``close`` ends it all.
+class VoiceCall:
+    """One peer connection bound to one ``CallSession``; owns its tasks; ``close`` ends it all.
 
     ``on_event`` sees every event the call sends (e.g. for metrics). A peer that has
     not connected ``connect_timeout_s`` after the answer, or whose audio has stopped
@@ -205,7 +232,7 @@ class AgentCall:
 
     def __init__(
         self,
-        session: AgentSession,
+        session: CallSession,
         *,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         connect_timeout_s: float = 20.0,
@@ -219,7 +246,7 @@ class AgentCall:
         self._last_frame_at = time.monotonic()
         self.failure = ""
         self.pc = aiortc.RTCPeerConnection()
-        self.track = agent_audio_track(session)
+        self.track = session_audio_track(session)
         self.pc.addTrack(self.track)
         self.channel: Any = None
         self.frames_in = 0
@@ -239,6 +266,10 @@ class AgentCall:
         @self.pc.on("datachannel")
         def on_datachannel(channel: Any) -> None:
             self.channel = channel
+
+            @channel.on("message")
+            def on_message(message: Any) -> None:
+                self._client_message(message)
 
             @channel.on("close")
             def on_close() -> None:
@@ -297,6 +328,18 @@ class AgentCall:
                 return
             if not accepted:
                 self.frames_dropped += 1
+
+    def _client_message(self, message: Any) -> None:
+        try:
+            event = json.loads(message)
+        except (TypeError, ValueError):
+            event = None
+        if not isinstance(event, dict):
+            self.session.events.publish({
+                "type": "error", "code": "bad_event", "message": "events from the client must be JSON objects",
+            })
+            return
+        self.session.on_client_event(event)
 
     async def _connect_watchdog(self) -> None:
         try:

@@ -6,8 +6,11 @@ voice calls from the browser page at ``/`` when the ``webrtc`` extra is installe
 [--format text|jsonl|srt|vtt] [--model NAME|PATH]`` captions a file or the
 microphone, in this process (default) or through a server (``--url``).
 ``voxline demo [--question TEXT ...] [--echo] [--out reply.wav] [--plot waterfall.png]``
-holds a spoken conversation with the agent headless; ``voxline mic [--url http://HOST:PORT]``
-talks to it through the microphone and speakers (here, or on a server over WebRTC).
+holds a spoken conversation with the agent headless; ``voxline mic [--url http://HOST:PORT]
+[--mode agent|vc|anon]`` talks to it through the microphone and speakers (here, or on a
+server over WebRTC), or hears your own voice changed (``vc``) or your words re-spoken
+by Piper (``anon``). ``voxline vc IN OUT [--preset NAME] [--semitones S] [--formant F]``
+converts a recording through the same streaming voice-change stage.
 """
 
 from __future__ import annotations
@@ -58,15 +61,45 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="reply.wav", help="WAV file for the agent's audio (default reply.wav)")
     demo.add_argument("--plot", default="waterfall.png", help="PNG for the latency waterfall (default waterfall.png)")
 
-    mic = sub.add_parser("mic", help="talk to the agent through the microphone and speakers (Ctrl-C to stop)")
-    mic.add_argument("--url", help="call the agent of a voxline server (http://HOST:PORT) over WebRTC instead of running it here")
+    mic = sub.add_parser("mic", help="talk to the agent, or hear your voice changed, through the microphone and speakers")
+    mic.add_argument("--url", help="call a voxline server (http://HOST:PORT) over WebRTC instead of running it here")
+    mic.add_argument("--mode", choices=("agent", "vc", "anon"), default="agent",
+                     help="agent (default): converse; vc: your voice changed live; anon: your words re-spoken by Piper")
+    _voice_arguments(mic)
+
+    vc = sub.add_parser("vc", help="convert a recording's voice (same length and rate out)")
+    vc.add_argument("input", help="audio file to convert (wav, flac, ogg, mp3, ...)")
+    vc.add_argument("output", help="file to write (wav, flac or ogg, by its extension)")
+    _voice_arguments(vc)
+    vc.add_argument("--model", help="your own streaming model (.pt TorchScript or .onnx, with its .json card)")
     return parser
+
+
+def _voice_arguments(parser: argparse.ArgumentParser) -> None:
+    from voxline.models.voice_converter import PRESETS
+
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a named voice (default: the config's vc.preset)")
+    parser.add_argument("--semitones", type=float, help="pitch shift, -12..12 semitones (after the preset)")
+    parser.add_argument("--formant", type=float, help="formant factor, 0.7..1.4: above 1 a smaller voice (after the preset)")
+    parser.add_argument("--monotone-hz", type=float, help="speak on one pitch (60..400 Hz): the robot")
+
+
+def _voice(args: argparse.Namespace, config: Config) -> Any:
+    """The voice the command line asks for: preset (or the config's), then single values."""
+    from voxline.models.voice_converter import VoiceParams
+    from voxline.pipeline.recipes.voice_changer import default_voice
+
+    options = {"preset": args.preset, "semitones": args.semitones, "formant": args.formant,
+               "monotone_hz": args.monotone_hz}
+    return VoiceParams.from_options({k: v for k, v in options.items() if v is not None}, base=default_voice(config.vc))
 
 
 def _config(args: argparse.Namespace) -> Config:
     server: dict[str, Any] = {}
     if args.command == "serve":
         server = {"host": args.host, "port": args.port, "max_sessions": args.max_sessions, "max_calls": args.max_calls}
+    if args.command == "vc":
+        return load_config(args.config, overrides={"vc": {"model": args.model}})
     return load_config(args.config, overrides={"server": server, "asr": {"model": getattr(args, "model", None)}})
 
 
@@ -128,6 +161,15 @@ def _stop_on_first_ctrl_c(stop: asyncio.Event) -> None:
     loop.add_signal_handler(signal.SIGINT, first)
 
 
+def _call_session(args: argparse.Namespace, config: Config) -> dict[str, Any]:
+    """The offer's ``session`` object for ``voxline mic --url --mode ...``."""
+    if args.mode == "vc":
+        return {"mode": "voice_changer", "vc": _voice(args, config).as_dict()}
+    if args.mode == "anon":
+        return {"mode": "anonymizer"}
+    return {}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``voxline`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -145,11 +187,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             questions = args.question or DEFAULT_QUESTIONS
             asyncio.run(run_demo(config, questions, reply_wav=args.out, waterfall_png=args.plot, echo=args.echo))
             return 0
+        if args.command == "vc":
+            from voxline.clients.vc_file import convert_file
+
+            summary = asyncio.run(convert_file(args.input, args.output, _voice(args, config), config))
+            print(json.dumps(summary))
+            return 0
         if args.command == "mic":
             from voxline.clients.agent_mic import run_mic, run_mic_call
 
             if args.url:
-                return asyncio.run(run_mic_call(args.url))
+                return asyncio.run(run_mic_call(args.url, session=_call_session(args, config)))
+            if args.mode != "agent":
+                from voxline.clients.live_mic import run_live_mic
+
+                return asyncio.run(run_live_mic(config, args.mode, _voice(args, config)))
             return asyncio.run(run_mic(config))
         return asyncio.run(_caption(args, config))
     except KeyboardInterrupt:

@@ -90,6 +90,23 @@ class TtsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class VcConfig:
+    """Voice conversion: the converter's rate and latency, or a user's model, and the default voice.
+
+    ``model`` empty runs voxline's PSOLA converter at ``sample_rate_hz`` with a fixed
+    ``latency_ms``; a path to a TorchScript ``.pt`` or an ``.onnx`` file (with its
+    ``.json`` card) runs that model instead. ``device``: ``auto``, ``cpu`` or ``cuda``.
+    ``preset`` is the voice a session starts with unless it asks for another.
+    """
+
+    sample_rate_hz: int = 24000
+    latency_ms: float = 20.0
+    model: str = ""
+    device: str = "auto"
+    preset: str = "deeper"
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     """The conversation: prompt, reply and history sizes, turn-taking, barge-in, echo.
 
@@ -152,6 +169,7 @@ class Config:
     llm: LlmConfig = field(default_factory=LlmConfig)
     tts: TtsConfig = field(default_factory=TtsConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    vc: VcConfig = field(default_factory=VcConfig)
 
 
 def _coerce(section: str, name: str, value: Any, default: Any) -> Any:

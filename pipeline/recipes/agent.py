@@ -17,6 +17,7 @@ Events for the client come from ``events``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +33,7 @@ from ..agent.turn_taking import TurnWaits
 from ..agent.voice_agent import AgentSettings, VoiceAgent
 from ..edge import Edge
 from ..engines import ChatEngine, TurnEndModel
-from ..event_channel import EventChannel
+from ..event_channel import EventChannel, unknown_client_event
 from ..graph import Graph
 from ..stage import Stage
 from ..stages.conversation import ConversationStage
@@ -177,6 +178,10 @@ class AgentSession:
     def pull(self, n_samples: int) -> FloatAudio:
         """The agent's next ``n_samples`` of audio (call at real-time pace)."""
         return self.agent.pull(n_samples)
+
+    def on_client_event(self, event: dict[str, Any]) -> None:
+        """The agent takes no client events yet: each gets an ``error`` event."""
+        self.events.publish(unknown_client_event(event, ()))
 
 
 def build_agent_session(

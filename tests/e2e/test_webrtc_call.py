@@ -18,7 +18,7 @@ from voxline.pipeline.recipes.agent import AgentEngines, build_agent_session
 from voxline.stream.webrtc_call import (
     FRAME_SAMPLES,
     WEBRTC_RATE_HZ,
-    AgentCall,
+    VoiceCall,
     from_av_frame,
     to_av_frame,
 )
@@ -61,7 +61,7 @@ def test_audio_frames_round_trip_through_av() -> None:
 
 
 async def test_a_peer_asks_over_webrtc_and_hears_the_answer(agent_engines: AgentEngines) -> None:
-    call = AgentCall(build_agent_session(agent_engines))
+    call = VoiceCall(build_agent_session(agent_engines))
     client = aiortc.RTCPeerConnection()
     mic = SpokenTrack(np.concatenate([silence(0.5), speech("How many legs does a spider have?")]))
     client.addTrack(mic)

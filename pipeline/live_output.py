@@ -1,0 +1,70 @@
+"""The audio a live session sends back, between its graph and the transport's clock. Sans I/O.
+
+A voice changer's graph writes converted frames as the caller's frames arrive (about
+every 20 ms, unevenly); the transport reads a frame every 20 ms on its own clock.
+``LiveOutput`` joins the two with a small jitter buffer:
+
+- it starts playing once ``target_s`` is buffered (priming), and primes again after
+  running dry, so an early read gives silence rather than a frame with a hole;
+- past ``max_s`` buffered (the reader stalled, or frames came in a burst) it drops the
+  oldest audio down to ``target_s``, so the delay cannot grow for good;
+- drops and underruns are counted, and ``delay_s`` says what the buffer adds now.
+
+A phrase-by-phrase writer (the anonymizer) has no steady stream to smooth: it uses
+``target_s = 0`` and a large ``max_s``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from voxline.sample_fifo import SampleFifo
+
+FloatAudio = npt.NDArray[np.float32]
+
+
+class LiveOutput:
+    """A bounded jitter buffer of float32 samples at ``sample_rate_hz``."""
+
+    def __init__(self, sample_rate_hz: int, *, target_s: float = 0.02, max_s: float = 0.12) -> None:
+        if not 0 <= target_s < max_s:
+            raise ValueError(f"need 0 <= target_s < max_s, got {target_s}, {max_s}")
+        self.sample_rate_hz = sample_rate_hz
+        self._target = round(target_s * sample_rate_hz)
+        self._max = round(max_s * sample_rate_hz)
+        self._fifo = SampleFifo()
+        self._playing = False
+        self.underruns = 0
+        self.dropped_samples = 0
+        self.written_samples = 0
+
+    @property
+    def delay_s(self) -> float:
+        """Seconds of audio waiting to be read."""
+        return len(self._fifo) / self.sample_rate_hz
+
+    def write(self, samples: FloatAudio) -> None:
+        """Queue ``samples``; past ``max_s`` the oldest are dropped down to ``target_s``."""
+        self._fifo.write(samples)
+        self.written_samples += len(samples)
+        if len(self._fifo) > self._max:
+            excess = len(self._fifo) - max(self._target, 1)
+            self._fifo.read(excess)
+            self.dropped_samples += excess
+
+    def read(self, n_samples: int) -> FloatAudio:
+        """Exactly ``n_samples``: buffered audio once primed, silence while priming."""
+        if not self._playing:
+            if len(self._fifo) < max(self._target, 1):
+                return np.zeros(n_samples, dtype=np.float32)
+            self._playing = True
+        if len(self._fifo) < n_samples:
+            self.underruns += 1
+            self._playing = self._target == 0
+        return self._fifo.read(n_samples)
+
+    def clear(self) -> None:
+        """Drop everything queued (a barge-in, a mode change); not counted as dropped."""
+        self._fifo.clear()
+        self._playing = False

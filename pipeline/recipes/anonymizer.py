@@ -1,0 +1,71 @@
+"""The anonymizer recipe: the caller's words, re-spoken in the Piper voice.
+
+    audio in ─ resample 16 kHz ─ VAD ─ streaming ASR ─ respeak (Piper) ─► pull()
+
+The recogniser and the VAD are the caption engines (shared); Piper is the agent's
+TTS engine (shared). What the caller hears back is only Piper: their voice never
+reaches the output, only their words. ``anon.phrase`` events carry each phrase's
+text and its latency (see ``stages.respeak``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from voxline.models.tts import PiperEngine
+
+from ..edge import Edge
+from ..event_channel import EventChannel, unknown_client_event
+from ..graph import Graph
+from ..live_output import LiveOutput
+from ..stages.resample import ResampleStage
+from ..stages.respeak import RespeakStage
+from .captioner import CaptionEngines, make_asr_stage, make_vad_stage
+
+FloatAudio = npt.NDArray[np.float32]
+MAX_QUEUED_SPEECH_S = 30.0
+"""Re-spoken audio the output holds for a listener who has not played it yet."""
+
+
+@dataclass(slots=True)
+class AnonymizerSession:
+    """One session's graph, input edge, events and the re-spoken voice."""
+
+    graph: Graph
+    audio_in: Edge
+    events: EventChannel
+    output: LiveOutput
+
+    @property
+    def output_rate_hz(self) -> int:
+        """Sample rate of what ``pull`` returns (Piper's)."""
+        return self.output.sample_rate_hz
+
+    def pull(self, n_samples: int) -> FloatAudio:
+        """The next ``n_samples`` of re-spoken speech (silence between phrases)."""
+        return self.output.read(n_samples)
+
+    def on_client_event(self, event: dict[str, Any]) -> None:
+        """The anonymizer takes no client events: each gets an ``error`` event."""
+        self.events.publish(unknown_client_event(event, ()))
+
+
+def build_anonymizer_session(
+    captions: CaptionEngines, tts: PiperEngine, *, name: str = "anonymizer"
+) -> AnonymizerSession:
+    """Wire one anonymizer session (not started: ``await session.graph.start()``)."""
+    events = EventChannel()
+    output = LiveOutput(tts.sample_rate_hz, target_s=0.0, max_s=MAX_QUEUED_SPEECH_S)
+    graph = Graph(name)
+    resample = ResampleStage(16000)
+    vad = make_vad_stage(captions)
+    asr = make_asr_stage(captions, forward_audio=True)
+    respeak = RespeakStage(tts, output, events)
+    audio_in = graph.input_to(resample, maxsize=64)
+    graph.chain(resample, vad, asr, respeak, maxsize=64)
+    events.publish({"type": "anon.ready"})
+    return AnonymizerSession(graph, audio_in, events, output)
