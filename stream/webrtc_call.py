@@ -15,7 +15,8 @@ graph to push the caller's audio into, a ``pull`` for what goes back, events out
   resamples to 16 kHz). When the graph cannot keep up, the frame is dropped and
   counted, never queued without bound.
 - **Events**: a task forwards the session's events as JSON text on the ``events``
-  data channel (the peer creates it; messages before it opens are dropped, counted).
+  data channel (the peer creates it; events made before it opens wait for it, those
+  made after it closed are dropped and counted).
   Messages the client sends on it go to ``session.on_client_event`` (a ``vc.update``
   changes the voice live); one that is not a JSON object gets an ``error`` event back.
 - **Life cycle**: ``close`` (idempotent) runs when the peer disconnects, ICE fails or
@@ -252,6 +253,7 @@ class VoiceCall:
         self.frames_in = 0
         self.frames_dropped = 0
         self.events_dropped = 0
+        self._channel_open = asyncio.Event()
         self.closed = asyncio.Event()
         self.connected = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -266,6 +268,12 @@ class VoiceCall:
         @self.pc.on("datachannel")
         def on_datachannel(channel: Any) -> None:
             self.channel = channel
+            if channel.readyState == "open":
+                self._channel_open.set()
+
+            @channel.on("open")
+            def on_open() -> None:
+                self._channel_open.set()
 
             @channel.on("message")
             def on_message(message: Any) -> None:
@@ -363,9 +371,12 @@ class VoiceCall:
         async for event in self.session.events:
             if self.on_event is not None:
                 self.on_event(event)
+            # Events made before the channel opened (the session's ready event) wait
+            # for it; the session's event channel is bounded, so waiting costs no memory.
+            await self._channel_open.wait()
             channel = self.channel
             if channel is None or channel.readyState != "open":
-                self.events_dropped += 1
+                self.events_dropped += 1  # closed since: the call is ending
                 continue
             channel.send(json.dumps(event))
 

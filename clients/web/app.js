@@ -1,14 +1,30 @@
-// The voxline call page: one WebRTC call with the agent, live captions of both sides,
-// a latency waterfall per turn and the agent's audio level. No dependencies.
+// The voxline call page: one WebRTC call in one of three modes (the offer's
+// session.mode, fixed per call): "agent" (talk to the voice agent: live captions of
+// both sides, a latency waterfall per turn), "voice_changer" (hear your own voice
+// changed, with a preset and pitch/formant sliders applied live) or "anonymizer"
+// (your words re-spoken by Piper, each phrase listed). The level meter measures
+// whatever the server sends back. No dependencies.
 //
 // Call set-up (aiortc does not trickle ICE): getUserMedia → RTCPeerConnection → mic
 // track + "events" data channel → offer → wait for ICE gathering to complete →
-// POST /v1/webrtc/offer → answer. The server's JSON events arrive on the channel.
+// POST /v1/webrtc/offer → answer. The server's JSON events arrive on the channel; in
+// the voice changer the page sends {"type": "vc.update", ...} on it (a slider at most
+// every VC_UPDATE_INTERVAL_MS while it moves, its final value at once on "change"),
+// and the whole voice once the channel opens (events the server sends before then,
+// such as vc.ready, are lost; its vc.updated answer confirms the voice instead).
 //
 // What tests read: document.body.dataset.state ("idle", "starting", "in-call"),
-// window.voxline.agentPeak (running peak of the agent's audio, 0..1), and the
-// transcript lines: li.line.user[data-utterance] / li.line.agent[data-reply], each
-// with a .text; agent lines carry .waterfall[data-v2v-ms] once the turn is measured.
+// document.body.dataset.mode (the selected mode, or the call's), the mode switch
+// input[name=mode] (radios labelled "Agent", "Voice changer", "Anonymizer"; disabled
+// while a call is starting or live), window.voxline.agentPeak (running peak of the
+// audio coming back, 0..1, whatever the mode), and the transcript lines:
+// li.line.user[data-utterance] / li.line.agent[data-reply], each with a .text; agent
+// lines carry .waterfall[data-v2v-ms] once the turn is measured; the anonymizer's
+// li.line.anon[data-phrase][data-latency-ms] with a .text. The voice changer:
+// #vc-preset (select), #vc-semitones and #vc-formant (range inputs), #vc-applied
+// [data-semitones][data-formant][data-monotone-hz] (the voice the server last
+// confirmed, from vc.ready / vc.updated; no data attributes until it has) and
+// #vc-latency[data-total-ms] (algorithmic + processing + buffered, from vc.latency).
 // window.voxline.receive(event) shows an event as if it came from the server.
 
 const OFFER_URL = "/v1/webrtc/offer";
@@ -19,6 +35,39 @@ const LEVEL_DECAY = 0.85;
 const MAX_EVENTS_KEPT = 500;  // window.voxline.events drops the oldest past this
 const MAX_LINES = 400;  // the transcript drops its oldest lines past this
 const MIC_CONSTRAINTS = { audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true } };
+const VC_UPDATE_INTERVAL_MS = 100;  // a moving slider sends at most ~10 vc.update a second
+
+const MIC_NOTE = "Your browser asks for the microphone when you start.";
+const MODES = {
+  agent: {
+    level: "agent", meter: "Agent audio level", error: "Agent error", inCall: "In call: ask something",
+    tagline: `Talk to the voice agent. ${MIC_NOTE}`,
+    empty: "Start a call and ask something; both sides appear here as they are spoken.",
+  },
+  voice_changer: {
+    level: "your voice", meter: "Your changed voice, audio level", error: "Voice changer error",
+    inCall: "In call: speak and hear your changed voice",
+    tagline: `Hear your own voice changed, live; move the sliders while you speak. ${MIC_NOTE}`,
+    empty: "Your voice comes back changed; nothing is written down in this mode.",
+  },
+  anonymizer: {
+    level: "re-spoken", meter: "Re-spoken voice, audio level", error: "Anonymizer error",
+    inCall: "In call: speak a sentence",
+    tagline: `Your words, re-spoken in another voice: your own voice never comes back. ${MIC_NOTE}`,
+    empty: "Start a call and speak; each phrase appears here as it is re-spoken.",
+  },
+};
+
+// The server's voices (models/voice_converter.py PRESETS) and ranges.
+const PRESETS = {
+  natural: { semitones: 0, formant: 1, monotone_hz: null },
+  deeper: { semitones: -4, formant: 0.88, monotone_hz: null },
+  brighter: { semitones: 4, formant: 1.12, monotone_hz: null },
+  giant: { semitones: -8, formant: 0.78, monotone_hz: null },
+  chipmunk: { semitones: 8, formant: 1.25, monotone_hz: null },
+  robot: { semitones: 0, formant: 1, monotone_hz: 110 },
+};
+const VOICE_KEYS = ["semitones", "formant", "monotone_hz"];
 
 const STAGES = [
   ["asr_final", "transcript"],
@@ -33,6 +82,11 @@ const ui = {
   button: $("call"), state: $("state"), connection: $("connection"), error: $("error"),
   transcript: $("transcript"), empty: $("empty"), audio: $("agent-audio"),
   level: $("agent-level"), levelFill: document.querySelector("#agent-level .level-fill"),
+  levelLabel: $("level-label"), tagline: $("tagline"), mode: $("mode"),
+  modes: document.querySelectorAll("input[name=mode]"),
+  vcPanel: $("vc-panel"), preset: $("vc-preset"), semitones: $("vc-semitones"), formant: $("vc-formant"),
+  semitonesValue: $("vc-semitones-value"), formantValue: $("vc-formant-value"), monotone: $("vc-monotone"),
+  applied: $("vc-applied"), latency: $("vc-latency"),
 };
 
 export const voxline = { agentPeak: 0, events: [], call: null, receive: (event) => onEvent(event) };
@@ -46,12 +100,14 @@ class Transcript {
     this.list = list;
     this.users = new Map();   // utterance index → li
     this.agents = new Map();  // reply id → li
+    this.phrases = 0;  // anonymizer phrases shown
   }
 
   clear() {
     this.list.replaceChildren();
     this.users.clear();
     this.agents.clear();
+    this.phrases = 0;
   }
 
   apply(event) {
@@ -75,6 +131,8 @@ class Transcript {
         return this.remove(this.agents, event.reply);
       case "turn_latency":
         return this.latency(event);
+      case "anon.phrase":
+        return this.phrase(event.text || "", event.latency_ms);
       default:
         return undefined;
     }
@@ -83,21 +141,47 @@ class Transcript {
   line(who, key, map, label) {
     let li = map.get(key);
     if (!li) {
-      li = document.createElement("li");
-      li.className = `line ${who}`;
+      li = this.newLine(who, label);
       li.dataset[who === "user" ? "utterance" : "reply"] = String(key);
-      const name = document.createElement("span");
-      name.className = "who";
-      name.textContent = label;
-      const text = document.createElement("span");
-      text.className = "text";
-      li.append(name, text);
       map.set(key, li);
-      this.list.append(li);
-      if (this.list.childElementCount > MAX_LINES) this.dropOldest();
-      li.scrollIntoView({ block: "nearest" });
+      this.add(li);
     }
     return li;
+  }
+
+  newLine(who, label) {
+    const li = document.createElement("li");
+    li.className = `line ${who}`;
+    const name = document.createElement("span");
+    name.className = "who";
+    name.textContent = label;
+    const text = document.createElement("span");
+    text.className = "text";
+    li.append(name, text);
+    return li;
+  }
+
+  add(li) {
+    this.list.append(li);
+    if (this.list.childElementCount > MAX_LINES) this.dropOldest();
+    li.scrollIntoView({ block: "nearest" });
+  }
+
+  /** One anonymizer phrase: the words as heard, re-spoken ``latencyMs`` after the caller said them. */
+  phrase(text, latencyMs) {
+    if (!text.trim()) return;
+    const li = this.newLine("anon", "re-spoken");
+    this.phrases += 1;
+    li.dataset.phrase = String(this.phrases);
+    li.querySelector(".text").textContent = text;
+    if (latencyMs != null) {
+      li.dataset.latencyMs = String(Math.round(latencyMs));
+      const latency = document.createElement("span");
+      latency.className = "latency";
+      latency.textContent = `after ${Math.round(latencyMs)} ms`;
+      li.append(latency);
+    }
+    this.add(li);
   }
 
   user(utterance, text, final) {
@@ -140,7 +224,7 @@ class Transcript {
   dropOldest() {
     const li = this.list.firstElementChild;
     if (li.dataset.utterance !== undefined) this.users.delete(Number(li.dataset.utterance));
-    else this.agents.delete(Number(li.dataset.reply));
+    else if (li.dataset.reply !== undefined) this.agents.delete(Number(li.dataset.reply));
     li.remove();
   }
 
@@ -228,15 +312,163 @@ function showLevel(peak) {
   ui.level.setAttribute("aria-valuenow", shownLevel.toFixed(2));
 }
 
+// -- the voice changer's controls ---------------------------------------------------
+
+/** Equal voice values: numbers within rounding, or both absent (null / undefined). */
+function sameNumber(a, b) {
+  if (a == null || b == null) return (a == null) === (b == null);
+  return Math.abs(a - b) < 1e-6;
+}
+
+function semitonesText(semitones) {
+  if (sameNumber(semitones, 0)) return "0 semitones";
+  const magnitude = Math.abs(semitones);
+  return `${semitones > 0 ? "+" : "−"}${magnitude} semitone${magnitude === 1 ? "" : "s"}`;
+}
+
+const formantText = (formant) => `×${Number(formant).toFixed(2)}`;
+
+/**
+ * The preset select and the two sliders: the voice the next call offers and, during a
+ * voice-changer call, vc.update messages at once (a moving slider throttled to one per
+ * VC_UPDATE_INTERVAL_MS). Shows what the server confirmed and its latency.
+ */
+class VoicePanel {
+  constructor(send) {
+    this.send = send;  // (event) → true when it went out on the open channel
+    // What the form shows (a reload may have kept it), else the server's default preset.
+    this.voice = ui.preset.value in PRESETS ? { ...PRESETS[ui.preset.value] }
+      : { semitones: Number(ui.semitones.value), formant: Number(ui.formant.value), monotone_hz: null };
+    this.sent = null;  // the voice the server has (or will have once it applies what was sent)
+    this.pending = {};  // slider values not sent yet
+    this.timer = null;
+    this.lastSentAt = -Infinity;
+    ui.preset.addEventListener("change", () => this.choosePreset(ui.preset.value));
+    for (const [input, key] of [[ui.semitones, "semitones"], [ui.formant, "formant"]]) {
+      input.addEventListener("input", () => this.slide(key, Number(input.value), false));
+      input.addEventListener("change", () => this.slide(key, Number(input.value), true));
+    }
+    this.show();
+  }
+
+  /** The offer's session.vc: the whole voice (and its preset's name, when it is one). */
+  offer() {
+    const preset = ui.preset.value;
+    const vc = { ...this.voice };
+    return preset in PRESETS ? { preset, ...vc } : vc;
+  }
+
+  choosePreset(name) {
+    if (!(name in PRESETS)) return;
+    this.voice = { ...PRESETS[name] };
+    this.show();
+    this.pending = {};
+    this.cancelTimer();
+    if (this.send({ type: "vc.update", preset: name })) this.markSent(this.voice);
+  }
+
+  slide(key, value, final) {
+    this.voice[key] = value;
+    const match = Object.entries(PRESETS).find(([, voice]) => VOICE_KEYS.every((k) => sameNumber(voice[k], this.voice[k])));
+    ui.preset.value = match ? match[0] : "custom";
+    this.show();
+    this.pending[key] = value;
+    const wait = this.lastSentAt + VC_UPDATE_INTERVAL_MS - performance.now();
+    if (final || wait <= 0) this.flush();
+    else if (this.timer === null) this.timer = setTimeout(() => this.flush(), wait);
+  }
+
+  flush() {
+    this.cancelTimer();
+    const update = {};
+    for (const [key, value] of Object.entries(this.pending)) {
+      if (!this.sent || !sameNumber(this.sent[key], value)) update[key] = value;
+    }
+    this.pending = {};
+    if (!Object.keys(update).length) return;
+    // Not in a call, or its channel not open yet: the offer, or the sync on open, carries it.
+    if (this.send({ type: "vc.update", ...update })) this.markSent({ ...this.sent, ...update });
+  }
+
+  markSent(voice) {
+    this.sent = { ...voice };
+    this.lastSentAt = performance.now();
+  }
+
+  cancelTimer() {
+    clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  /** The events channel opened: send the whole voice (it may have moved since the offer). */
+  channelOpen() {
+    this.pending = {};
+    this.cancelTimer();
+    const voice = { ...this.voice };
+    if (this.send({ type: "vc.update", ...voice })) this.markSent(voice);
+  }
+
+  show() {
+    ui.semitones.value = String(this.voice.semitones);
+    ui.formant.value = String(this.voice.formant);
+    ui.semitonesValue.textContent = semitonesText(this.voice.semitones);
+    ui.formantValue.textContent = formantText(this.voice.formant);
+    const monotone = this.voice.monotone_hz;
+    ui.semitones.disabled = monotone != null;  // one fixed pitch: semitones change nothing
+    ui.monotone.hidden = monotone == null;
+    ui.monotone.textContent = monotone == null ? "" : `This voice speaks on one pitch (${monotone} Hz); the pitch slider does nothing.`;
+  }
+
+  /** A vc.ready or vc.updated: the voice the server now applies. */
+  applied(event) {
+    const { semitones, formant } = event;
+    const monotone = event.monotone_hz ?? null;
+    ui.applied.dataset.semitones = String(semitones);
+    ui.applied.dataset.formant = String(formant);
+    ui.applied.dataset.monotoneHz = monotone == null ? "" : String(monotone);
+    ui.applied.textContent = monotone == null
+      ? `${semitonesText(semitones)}, formant ${formantText(formant)}`
+      : `one pitch ${monotone} Hz, formant ${formantText(formant)}`;
+  }
+
+  latency(event) {
+    const parts = [event.algorithmic_ms, event.processing_ms, event.buffered_ms].map((ms) => Number(ms) || 0);
+    const total = Math.round(parts.reduce((a, b) => a + b, 0));
+    ui.latency.dataset.totalMs = String(total);
+    const [algorithmic, processing, buffered] = parts.map(Math.round);
+    const dropped = Math.round(Number(event.dropped_ms) || 0);
+    ui.latency.textContent = `${total} ms (converter ${algorithmic} + processing ${processing} + buffer ${buffered})`
+      + (dropped > 0 ? `, ${dropped} ms dropped` : "");
+  }
+
+  /** A new call, or none: nothing is confirmed yet. */
+  reset(text) {
+    this.pending = {};
+    this.cancelTimer();
+    this.sent = null;
+    for (const key of ["semitones", "formant", "monotoneHz"]) delete ui.applied.dataset[key];
+    delete ui.latency.dataset.totalMs;
+    ui.applied.textContent = text;
+    ui.latency.textContent = "–";
+  }
+}
+
 // -- the call ------------------------------------------------------------------------
 
 class CallRefused extends Error {}
 
-/** One call: microphone, peer connection, events channel, agent audio. ``hangUp`` is idempotent. */
+/**
+ * One call in one ``mode``: microphone, peer connection, events channel, the audio that
+ * comes back. ``session`` is the offer's session options; ``onOpen`` runs when the events
+ * channel opens. ``hangUp`` is idempotent.
+ */
 class Call {
-  constructor(onEvent, onEnd) {
+  constructor(mode, session, { onEvent, onEnd, onOpen }) {
+    this.mode = mode;
+    this.session = session;
     this.onEvent = onEvent;
     this.onEnd = onEnd;
+    this.onOpen = onOpen;
     this.ended = false;
     this.pc = null;
     this.channel = null;
@@ -260,20 +492,30 @@ class Call {
     for (const track of this.mic.getAudioTracks()) this.pc.addTrack(track, this.mic);
     this.channel = this.pc.createDataChannel("events");
     this.channel.addEventListener("message", (event) => this.message(event.data));
+    this.channel.addEventListener("open", () => this.onOpen(this));
     this.channel.addEventListener("close", () => this.hangUp("The server ended the call."));
     await this.pc.setLocalDescription(await this.pc.createOffer());
     await iceGatheringDone(this.pc, ICE_GATHER_TIMEOUT_MS);
     if (this.ended) return;
-    const answer = await postOffer(this.pc.localDescription, sessionOptions(this.mic));
+    const answer = await postOffer(this.pc.localDescription, { ...this.session, ...sessionOptions(this.mode, this.mic) });
     if (this.ended) return;  // the server ends a call whose peer never connects
     await this.pc.setRemoteDescription(answer);
   }
 
   agentTrack(event) {
+    // Your own voice is worth nothing late: ask the browser's jitter buffer for its least delay.
+    if (this.mode === "voice_changer" && "jitterBufferTarget" in event.receiver) event.receiver.jitterBufferTarget = 0;
     this.agentStream = event.streams[0] ?? new MediaStream([event.track]);
     ui.audio.srcObject = this.agentStream;  // Chrome only feeds WebAudio a remote stream that also plays
     this.meter?.stop();
     this.meter = new LevelMeter(this.context, this.agentStream, showLevel);
+  }
+
+  /** Send ``event`` (JSON) on the events channel; false when it is not open. */
+  send(event) {
+    if (this.ended || this.channel?.readyState !== "open") return false;
+    this.channel.send(JSON.stringify(event));
+    return true;
   }
 
   message(data) {
@@ -289,7 +531,7 @@ class Call {
   connectionChanged() {
     const state = this.pc.connectionState;
     ui.connection.textContent = state;
-    if (state === "connected") setState("in-call", "In call: ask something");
+    if (state === "connected") setState("in-call", MODES[this.mode].inCall);
     else if (state === "failed") this.hangUp("The connection failed (no network path to the server).");
   }
 
@@ -334,7 +576,8 @@ function iceGatheringDone(pc, timeoutMs) {
  * reference; when it is on, the server skips its own, whose start-up (until it has
  * learnt that a headset has no echo path) would mute a barge-in over the first reply.
  */
-function sessionOptions(mic) {
+function sessionOptions(mode, mic) {
+  if (mode !== "agent") return {};  // only the agent has an echo canceller of its own
   const settings = mic.getAudioTracks()[0]?.getSettings() ?? {};
   return settings.echoCancellation === true ? { echo_cancel: false } : {};
 }
@@ -367,25 +610,65 @@ function startError(error) {
 // -- the page ------------------------------------------------------------------------
 
 const transcript = new Transcript(ui.transcript);
+const voicePanel = new VoicePanel((event) => voxline.call?.send(event) ?? false);
+let lastErrorCode = "";
+
+function selectedMode() {
+  const checked = document.querySelector("input[name=mode]:checked");
+  return checked && checked.value in MODES ? checked.value : "agent";
+}
+
+/** The mode the page is in: the live call's, else the one selected. */
+const currentMode = () => voxline.call?.mode ?? selectedMode();
+
+function showMode(mode) {
+  const info = MODES[mode];
+  document.body.dataset.mode = mode;
+  ui.tagline.textContent = info.tagline;
+  ui.levelLabel.textContent = info.level;
+  ui.level.setAttribute("aria-label", info.meter);
+  ui.vcPanel.hidden = mode !== "voice_changer";
+  if (!voxline.call) ui.empty.textContent = info.empty;
+}
 
 function setState(state, label) {
   document.body.dataset.state = state;
   ui.state.textContent = label;
   ui.button.textContent = state === "idle" ? "Start call" : "Stop call";
   ui.button.classList.toggle("stop", state !== "idle");
+  ui.mode.disabled = state !== "idle";  // a call's mode is fixed
 }
 
-function showError(message) {
+function showError(message, code = "") {
   ui.error.textContent = message;
   ui.error.hidden = !message;
+  lastErrorCode = message ? code : "";
 }
 
 function onEvent(event) {
   voxline.events.push(event);
   if (voxline.events.length > MAX_EVENTS_KEPT) voxline.events.shift();
-  if (event.type === "error") showError(`Agent error (${event.code}): ${event.message}`);
+  switch (event.type) {
+    case "error":
+      showError(`${MODES[currentMode()].error} (${event.code}): ${event.message}`, event.code);
+      break;
+    case "vc.ready":
+    case "vc.updated":
+      voicePanel.applied(event);
+      if (lastErrorCode === "bad_vc_update") showError("");  // a later update went through
+      break;
+    case "vc.latency":
+      voicePanel.latency(event);
+      break;
+    default:
+      break;
+  }
   transcript.apply(event);
   ui.empty.hidden = ui.transcript.childElementCount > 0;
+}
+
+function onOpen(call) {
+  if (call.mode === "voice_changer") voicePanel.channelOpen();
 }
 
 function onEnd(error) {
@@ -393,6 +676,8 @@ function onEnd(error) {
   ui.connection.textContent = "";
   shownLevel = 0;
   showLevel(0);
+  voicePanel.reset("not in a call");
+  showMode(selectedMode());
   setState("idle", "Idle");
   showError(error);
 }
@@ -402,9 +687,13 @@ async function startCall() {
   transcript.clear();
   voxline.events = [];
   voxline.agentPeak = 0;
+  const mode = selectedMode();
+  showMode(mode);
+  voicePanel.reset("waiting for the server…");
   ui.empty.hidden = false;
   setState("starting", "Connecting…");
-  const call = new Call(onEvent, onEnd);
+  const session = mode === "voice_changer" ? { mode, vc: voicePanel.offer() } : { mode };
+  const call = new Call(mode, session, { onEvent, onEnd, onOpen });
   voxline.call = call;
   try {
     await call.start();
@@ -412,6 +701,9 @@ async function startCall() {
     call.hangUp(startError(error));
   }
 }
+
+for (const radio of ui.modes) radio.addEventListener("change", () => showMode(selectedMode()));
+showMode(selectedMode());  // a reload may keep the last selection
 
 ui.button.addEventListener("click", () => {
   if (voxline.call) voxline.call.hangUp();

@@ -214,3 +214,96 @@ async def test_the_transcript_cuts_an_interrupted_reply_to_what_was_heard(
         ], console
         await expect(page.locator(".line.agent[data-reply='3'] .waterfall")).to_have_attribute("data-v2v-ms", "612")
         await expect(page.get_by_role("alert")).to_contain_text("the model went away")
+
+
+VC_SPEECH = "Please call Stella and ask her to bring these things with her from the store."
+
+
+@pytest.fixture
+async def talking_browser(tmp_path: Path) -> AsyncIterator[Browser]:
+    """Chromium whose microphone speaks a long sentence after a lead-in, then pauses briefly (looped)."""
+    wav = write_mic_wav(tmp_path / "talk.wav", np.concatenate([silence(LEAD_IN_S), speech(VC_SPEECH), silence(1.0)]))
+    async with chromium(wav) as browser:
+        yield browser
+
+
+async def expect_applied(page: Page, semitones: str, formant: str) -> None:
+    applied = page.locator("#vc-applied")
+    await expect(applied).to_have_attribute("data-semitones", semitones, timeout=CALL_TIMEOUT_MS)
+    await expect(applied).to_have_attribute("data-formant", formant)
+
+
+async def test_the_page_switches_to_the_voice_changer_and_its_sliders_apply_live(
+    caption_engines: CaptionEngines, agent_engines: AgentEngines, talking_browser: Browser, tmp_path: Path
+) -> None:
+    with running_server(caption_engines, agent_engines, max_calls=1) as url:
+        page, console = await open_page(talking_browser, http(url))
+        try:
+            modes = page.get_by_role("radiogroup", name="Mode")
+            await expect(page.locator("#vc-panel")).to_be_hidden()
+            await modes.get_by_role("radio", name="Voice changer").check()
+            await expect(page.locator("body")).to_have_attribute("data-mode", "voice_changer")
+            await page.get_by_label("Preset").select_option("chipmunk")  # +8 semitones, formant 1.25
+            semitones = page.get_by_role("slider", name="Pitch")
+            await expect(semitones).to_have_value("8")
+            await expect(page.get_by_role("slider", name="Formant")).to_have_value("1.25")
+
+            async with page.expect_request("**/v1/webrtc/offer") as offer:
+                await page.get_by_role("button", name="Start call").click()
+            session = (await offer.value).post_data_json["session"]
+            assert session["mode"] == "voice_changer"
+            assert (session["vc"]["semitones"], session["vc"]["formant"]) == (8, 1.25)
+            await expect(page.locator("body")).to_have_attribute("data-state", "in-call", timeout=CALL_TIMEOUT_MS)
+            for name in ("Agent", "Voice changer", "Anonymizer"):
+                await expect(modes.get_by_role("radio", name=name)).to_be_disabled()
+
+            # The server's own word for the voice: vc.ready, or the vc.updated answering the
+            # page's sync when the channel opens (vc.ready is sent before it can open, and lost).
+            await expect_applied(page, "8", "1.25")
+            await page.wait_for_function(f"window.voxline.agentPeak > {HEARD_PEAK}", timeout=TURN_TIMEOUT_MS)
+            await expect(page.locator("#vc-latency")).to_have_attribute("data-total-ms", re.compile(r"^\d+$"))
+
+            await semitones.fill("-3")  # mid-call: a vc.update, answered by vc.updated
+            await expect_applied(page, "-3", "1.25")
+            await expect(page.locator("#vc-preset")).to_have_value("custom")
+            await page.keyboard.press("ArrowLeft")  # the slider keeps the focus: one step down
+            await expect_applied(page, "-3.5", "1.25")
+            await page.get_by_label("Preset").select_option("giant")
+            await expect_applied(page, "-8", "0.78")
+            updates = await page.evaluate("window.voxline.events.filter(e => e.type === 'vc.updated').length")
+            assert updates <= 5, "one vc.updated per change (and one when the channel opened)"
+            await page.screenshot(path=tmp_path / "voice_changer.png")
+            assert await page.get_by_role("alert").is_hidden()
+
+            await page.get_by_role("button", name="Stop call").click()
+            await expect(page.locator("body")).to_have_attribute("data-state", "idle", timeout=5_000)
+            await expect(modes.get_by_role("radio", name="Voice changer")).to_be_enabled()
+            await expect(modes.get_by_role("radio", name="Voice changer")).to_be_checked()
+        except (AssertionError, playwright_api.Error) as failure:
+            raise AssertionError(f"{failure}\nbrowser console:\n" + "\n".join(console)) from failure
+        assert wait_for_calls(url, 0, timeout_s=5.0) == 0
+
+
+async def test_the_anonymizer_lists_each_re_spoken_phrase(
+    caption_engines: CaptionEngines, agent_engines: AgentEngines, question_browser: Browser
+) -> None:
+    with running_server(caption_engines, agent_engines, max_calls=1) as url:
+        page, console = await open_page(question_browser, http(url))
+        try:
+            await page.get_by_role("radio", name="Anonymizer").check()
+            await expect(page.locator("#vc-panel")).to_be_hidden()
+            await page.get_by_role("button", name="Start call").click()
+            await expect(page.locator("body")).to_have_attribute("data-state", "in-call", timeout=CALL_TIMEOUT_MS)
+            phrase = page.locator("#transcript .line.anon").filter(has_text=re.compile("spider", re.IGNORECASE))
+            await expect(phrase.first).to_be_visible(timeout=TURN_TIMEOUT_MS)
+            await expect(phrase.first).to_have_attribute("data-latency-ms", re.compile(r"^\d+$"))
+            await page.wait_for_function(f"window.voxline.agentPeak > {HEARD_PEAK}", timeout=TURN_TIMEOUT_MS)
+            await expect(page.locator("#level-label")).to_have_text("re-spoken")
+            await expect(page.locator("#transcript .line.agent")).to_have_count(0)
+
+            await page.get_by_role("button", name="Stop call").click()
+            await expect(page.locator("body")).to_have_attribute("data-state", "idle", timeout=5_000)
+            assert await page.get_by_role("alert").is_hidden()
+        except (AssertionError, playwright_api.Error) as failure:
+            raise AssertionError(f"{failure}\nbrowser console:\n" + "\n".join(console)) from failure
+        assert wait_for_calls(url, 0, timeout_s=5.0) == 0
