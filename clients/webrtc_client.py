@@ -1,7 +1,9 @@
 """The client side of a voice call: an aiortc peer talking to a voxline server.
 
 ``CallClient`` posts its offer to ``POST /v1/webrtc/offer``, sends a microphone
-track, receives the agent's audio and reads the ``events`` data channel. It is what
+track, receives the session's audio (the agent, the changed voice, the re-spoken
+words), reads the ``events`` data channel and sends on it (``send``: a live
+``vc.update``). It is what
 ``voxline mic --url``, ``bench/agent.py --url`` and the end-to-end tests use.
 
 The microphone is any ``read(n)`` callable returning ``n`` float32 samples at 48 kHz:
@@ -150,6 +152,16 @@ class CallClient:
             await asyncio.wait_for(self._opened.wait(), timeout_s)
         except TimeoutError as exc:
             raise VoxlineError(f"the call to {self.url} did not connect within {timeout_s:.0f} s") from exc
+
+    def send(self, event: dict[str, Any]) -> None:
+        """Send ``event`` (a JSON object, e.g. ``{"type": "vc.update", "semitones": 3}``) to the session.
+
+        Raises:
+            VoxlineError: the events channel is not open (not connected yet, or hung up).
+        """
+        if self.channel.readyState != "open":
+            raise VoxlineError(f"the call's events channel is {self.channel.readyState}, not open")
+        self.channel.send(json.dumps(event))
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         """The server's events in order, until the call ends."""

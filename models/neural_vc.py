@@ -6,7 +6,9 @@ The contract (README, "Voice conversion: bring your own model"):
   all float32, where ``C`` is its chunk size and ``S`` its state size; it is causal
   (an output sample depends on input up to the same position) and carries everything
   it needs between chunks in ``state``, which starts at zeros;
-- beside ``model.pt`` (TorchScript, ``torch.jit.save``) or ``model.onnx`` lies
+- beside ``model.pt2`` (``torch.export.save``, batch dimension dynamic), ``model.pt``
+  (TorchScript, ``torch.jit.save``; deprecated by torch but still common) or
+  ``model.onnx`` (batch dimension dynamic) lies
   ``model.json``: ``{"sample_rate_hz": 16000, "chunk_samples": 160, "state_size": 64,
   "latency_samples": 0}``. ``latency_samples`` is the model's own delay: output sample
   ``k`` of a chunk belongs to input sample ``k - latency_samples``.
@@ -90,9 +92,9 @@ class NeuralState:
 class NeuralConverter:
     """A user's streaming model behind the engine's ``StreamingConverter`` contract.
 
-    ``path`` is a ``.pt``/``.ts`` TorchScript file or an ``.onnx`` file with its
-    ``.json`` card beside it. ``device`` applies to TorchScript (ONNX runs on
-    onnxruntime's CPU provider). ``params`` are kept for the client's view; the model
+    ``path`` is a ``.pt2`` exported program, a ``.pt``/``.ts`` TorchScript file or an
+    ``.onnx`` file with its ``.json`` card beside it. ``device`` applies to the torch
+    formats (ONNX runs on onnxruntime's CPU provider). ``params`` are kept for the client's view; the model
     decides what its voice is.
     """
 
@@ -110,16 +112,19 @@ class NeuralConverter:
     def _load(self) -> Any:
         suffix = self.path.suffix.lower()
         try:
-            if suffix in (".pt", ".ts", ".torchscript"):
-                module = torch.jit.load(str(self.path), map_location=self.device).eval()
+            if suffix in (".pt2", ".pt", ".ts", ".torchscript"):
+                if suffix == ".pt2":
+                    module = torch.export.load(str(self.path)).module().to(self.device)
+                else:
+                    module = torch.jit.load(str(self.path), map_location=self.device).eval()
 
-                def run_torchscript(audio: FloatAudio, state: FloatAudio) -> tuple[FloatAudio, FloatAudio]:
+                def run_torch(audio: FloatAudio, state: FloatAudio) -> tuple[FloatAudio, FloatAudio]:
                     with torch.inference_mode():
                         out, new_state = module(torch.from_numpy(audio).to(self.device),
                                                 torch.from_numpy(state).to(self.device))
                     return out.float().cpu().numpy(), new_state.float().cpu().numpy()
 
-                return run_torchscript
+                return run_torch
             if suffix == ".onnx":
                 import onnxruntime
 
@@ -140,7 +145,7 @@ class NeuralConverter:
             raise
         except Exception as exc:  # torch.jit and onnxruntime raise assorted types for bad files
             raise ConfigError(f"cannot load the model {self.path}: {exc}") from exc
-        raise ConfigError(f"{self.path}: a model is a TorchScript .pt or an .onnx file")
+        raise ConfigError(f"{self.path}: a model is a .pt2 (torch.export), a TorchScript .pt or an .onnx file")
 
     def new_state(self, params: VoiceParams | None = None) -> NeuralState:
         """A fresh session: zero state; ``chunk_samples - 1`` samples of silence ahead of its output."""

@@ -16,21 +16,16 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import soxr
 
 from tests.conftest import running_server
-from tests.speech_fixtures import silence, speech
+from tests.e2e.call_events import Events, said
+from tests.speech_fixtures import silence
 from voxline.clients.webrtc_client import CallClient, CallRefusedError, ClipMicrophone
 from voxline.pipeline.recipes.agent import AgentEngines
 from voxline.pipeline.recipes.captioner import CaptionEngines
 
 pytestmark = pytest.mark.slow
 LOUD = 0.02
-
-
-def said(text: str) -> np.ndarray:
-    """``text`` in the Piper voice at 48 kHz, as a user's microphone would send it."""
-    return soxr.resample(speech(text), 16000, 48000).astype(np.float32)
 
 
 class Ear:
@@ -47,39 +42,6 @@ class Ear:
 
     def last_loud(self) -> float | None:
         return next((t for t, peak in reversed(self.frames) if peak > LOUD), None)
-
-
-class Events:
-    """Collects a call's events; ``wait_for`` a type (with an explicit timeout)."""
-
-    def __init__(self, client: CallClient) -> None:
-        self.seen: list[dict[str, Any]] = []
-        self._changed = asyncio.Condition()
-        self.task = asyncio.create_task(self._read(client))
-
-    async def _read(self, client: CallClient) -> None:
-        async for event in client.events():
-            async with self._changed:
-                self.seen.append(event)
-                self._changed.notify_all()
-
-    async def wait_for(self, kind: str, within_s: float = 30.0, after: int = 0) -> dict[str, Any]:
-        async def found() -> dict[str, Any]:
-            async with self._changed:
-                while True:
-                    match = [e for e in self.seen[after:] if e["type"] == kind]
-                    if match:
-                        return match[0]
-                    await self._changed.wait()
-
-        return await asyncio.wait_for(found(), within_s)
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [e for e in self.seen if e["type"] == kind]
-
-    async def stop(self) -> None:
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
 
 
 @pytest.fixture(scope="module")
