@@ -87,4 +87,4 @@ def best_lag(
         curvature = a - 2 * b + c
         if curvature < 0:
             lag += step_s * 0.5 * (a - c) / curvature
-    return lag, float(scores[k])
+    return float(lag), float(scores[k])

@@ -84,6 +84,11 @@ class ConverterSession:
     compute_ms: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=256))
 
     @property
+    def sample_rate_hz(self) -> int:
+        """The rate ``convert`` takes and returns (the engine's)."""
+        return self.engine.sample_rate_hz
+
+    @property
     def params(self) -> VoiceParams:
         """The voice now applied."""
         return self.state.params

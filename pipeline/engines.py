@@ -132,6 +132,19 @@ class SpeechSynthesizer(Protocol):
         ...
 
 
+class ConversionStream(Protocol):
+    """One session's stream through a shared voice converter (``voxline.models.vc_engine``)."""
+
+    @property
+    def sample_rate_hz(self) -> int:
+        """The rate it takes and returns."""
+        ...
+
+    async def convert(self, samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The next converted samples, as many as given, a fixed latency behind; one call at a time."""
+        ...
+
+
 class TurnEndModel(Protocol):
     """An audio end-of-turn model (e.g. Smart Turn): has the voice finished its turn?"""
 

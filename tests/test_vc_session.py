@@ -38,9 +38,11 @@ async def run_live(session: VoiceChangerSession, audio: np.ndarray, *, update_at
             session.on_client_event(update)
         chunk = audio[pts : pts + FRAME]
         assert session.audio_in.put_nowait(AudioFrame(chunk, SAMPLE_RATE_HZ, pts, 0.0))
-        async with asyncio.timeout(5):  # a transport's clock would not wait; the test does, to be exact
-            while session.output.written_samples < pts + len(chunk):
-                await asyncio.sleep(0.001)
+        # A transport's clock would not wait; the test does, to be exact.
+        deadline = time.monotonic() + 5
+        while session.output.written_samples < pts + len(chunk):
+            assert time.monotonic() < deadline, "the converted frame never came"
+            await asyncio.sleep(0.001)
         played.append(session.pull(FRAME))
     await session.graph.cancel()
     return np.concatenate(played)
@@ -128,7 +130,9 @@ async def test_a_full_queue_refuses_at_once_and_what_it_accepted_comes_back() ->
     try:
         sessions = [engine.open() for _ in range(4)]
         running = asyncio.ensure_future(sessions[0].convert(np.zeros(FRAME, np.float32)))
+        deadline = time.monotonic() + 5
         while not engine.pool.busy_workers:
+            assert time.monotonic() < deadline, "the worker never took the request"
             await asyncio.sleep(0.01)
         queued = [asyncio.ensure_future(s.convert(np.zeros(FRAME, np.float32))) for s in sessions[1:3]]
         await asyncio.sleep(0)
@@ -138,7 +142,7 @@ async def test_a_full_queue_refuses_at_once_and_what_it_accepted_comes_back() ->
             assert len(result) == FRAME
     finally:
         await engine.close()
-    with pytest.raises(EngineError, match="closed|not started"):
+    with pytest.raises(EngineError, match=r"closed|not started"):
         await engine.open().convert(np.zeros(FRAME, np.float32))
 
 

@@ -21,7 +21,7 @@ from voxline.models.pitch import measure_f0
 from voxline.models.voice_converter import PRESETS, PsolaConverter, VoiceParams
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from real_speech import real_clip  # noqa: E402
+from real_speech import real_clip
 
 REAL = ("arctic_a0009", "austen_0880")  # two readers, F0 about 190 and 80 Hz
 

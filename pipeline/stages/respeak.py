@@ -20,8 +20,7 @@ import contextlib
 import time
 from collections import deque
 
-from voxline.models.tts import PiperEngine
-
+from ..engines import SpeechSynthesizer
 from ..event_channel import EventChannel
 from ..frames import AudioFrame, ControlFrame, Frame, TranscriptFrame
 from ..live_output import LiveOutput
@@ -36,7 +35,7 @@ class RespeakStage(Stage):
 
     kind = "respeak"
 
-    def __init__(self, tts: PiperEngine, output: LiveOutput, events: EventChannel, name: str = "respeak") -> None:
+    def __init__(self, tts: SpeechSynthesizer, output: LiveOutput, events: EventChannel, name: str = "respeak") -> None:
         super().__init__(name)
         self.tts = tts
         self.output = output
@@ -83,7 +82,8 @@ class RespeakStage(Stage):
 
     async def _speak_one(self, text: str, spoken_at: float) -> None:
         first = True
-        async with self.tts.stream(text) as chunks:
+        chunks = self.tts.stream(text)
+        try:
             async for chunk in chunks:
                 if first:
                     first = False
@@ -92,6 +92,8 @@ class RespeakStage(Stage):
                         "type": "anon.phrase", "text": text, "latency_ms": round((ready - spoken_at) * 1000, 1),
                     })
                 self.output.write(chunk)
+        finally:
+            await chunks.aclose()
 
     async def on_end_of_stream(self, frame: ControlFrame) -> None:
         """Speak every phrase heard, then forward end of stream."""

@@ -8,18 +8,17 @@ pass through. A failed conversion fails the stage, and with it only this session
 
 from __future__ import annotations
 
-from voxline.models.vc_engine import ConverterSession
-
+from ..engines import ConversionStream
 from ..frames import AudioFrame, Frame
 from ..stage import Stage
 
 
 class VoiceChangeStage(Stage):
-    """Converts one session's audio through its ``ConverterSession``."""
+    """Converts one session's audio through its ``ConversionStream`` (a ``ConverterSession``)."""
 
     kind = "voice_change"
 
-    def __init__(self, converter: ConverterSession, name: str = "voice_change") -> None:
+    def __init__(self, converter: ConversionStream, name: str = "voice_change") -> None:
         super().__init__(name)
         self.converter = converter
 
@@ -28,7 +27,7 @@ class VoiceChangeStage(Stage):
         if not isinstance(frame, AudioFrame):
             await self.emit(frame)
             return
-        rate = self.converter.engine.sample_rate_hz
+        rate = self.converter.sample_rate_hz
         if frame.sample_rate_hz != rate:
             raise ValueError(f"the voice changer takes {rate} Hz audio, got {frame.sample_rate_hz} Hz")
         converted = await self.converter.convert(frame.samples)

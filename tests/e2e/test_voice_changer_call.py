@@ -27,7 +27,7 @@ from voxline.pipeline.recipes.agent import AgentEngines
 from voxline.pipeline.recipes.captioner import CaptionEngines
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from real_speech import real_clip  # noqa: E402
+from real_speech import real_clip
 
 pytestmark = pytest.mark.slow
 RATE = 48000
@@ -70,7 +70,9 @@ def median_f0(audio_16k: np.ndarray) -> float:
 async def say_and_wait(mic: ClipMicrophone, audio_16k: np.ndarray, tail_s: float = 0.6) -> tuple[float, float]:
     """Send ``audio_16k`` as the caller; return when it started and when its echo should be over."""
     clip = mic.say(soxr.resample(audio_16k, 16000, RATE).astype(np.float32))
+    deadline = time.monotonic() + len(audio_16k) / 16000 + 10
     while clip.ended_at is None:
+        assert time.monotonic() < deadline, "the microphone track stopped sending"
         await asyncio.sleep(0.02)
     await asyncio.sleep(tail_s)
     assert clip.started_at is not None
