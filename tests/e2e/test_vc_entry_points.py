@@ -83,6 +83,7 @@ def test_voxline_vc_runs_a_users_model_sample_aligned(tmp_path: Path) -> None:
     done = voxline("vc", str(tmp_path / "in.wav"), str(tmp_path / "out.wav"), "--model", str(model))
     assert done.returncode == 0, done.stderr
     out, rate = soundfile.read(tmp_path / "out.wav", dtype="float32")
+    assert rate == 16000
     np.testing.assert_array_equal(out, np.clip(audio, -1, 1))
 
 
