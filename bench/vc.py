@@ -45,7 +45,8 @@ named. Figures:
   sent envelope (10 ms RMS blocks placed at their frames' stamps) with the received
   one, searched over 0-600 ms in 1 ms steps; clips whose best correlation is under 0.6
   are listed, not counted. Once with the preset deeper and once with natural, where the
-  figure is transport plus the converter's fixed delay.
+  figure is transport plus the converter's fixed delay. ``arrival_interval_ms``: the
+  time between consecutive frames received (20 when the audio flows evenly).
 - ``anonymizer_latency_ms`` {p50, p95}: the ``latency_ms`` of the ``anon.phrase``
   events (end of a phrase, as said, to the start of its re-spoken audio), one session
   per set saying its clips one by one, each after the re-spoken audio of the one
@@ -252,7 +253,7 @@ def sweep_sessions(converter: PsolaConverter, clips: Sequence[Clip], params: Voi
         return result
 
     results: list[dict[str, Any]] = []
-    best, failed = 0, None
+    best, failed = 0, 0
     for n in counts:
         results.append(trial(n))
         if not results[-1]["realtime"]:
@@ -351,7 +352,9 @@ def converted_clips(converter: PsolaConverter, clips: Sequence[Clip], params: Vo
     return tuple(out)
 
 
-async def word_error_rates(sets: Sets, converter: PsolaConverter, engines: Any, config: Config) -> dict[str, Any]:
+async def word_error_rates(
+    sets: Sets, converter: PsolaConverter, engines: Any, config: Config
+) -> dict[tuple[str, str], dict[str, Any]]:
     """Streaming (all sessions at once, real time) and offline WER per set and voice; voice ``before``: unchanged."""
     variants = {(name, "before"): clips for name, clips in sets.full.items()}
     for name, clips in sets.full.items():
@@ -423,13 +426,18 @@ async def until(condition: Callable[[], bool], timeout_s: float) -> bool:
     return True
 
 
+def said_out(clip: Any) -> Callable[[], bool]:
+    """Whether the last sample of a ``SaidClip`` has gone out."""
+    return lambda: clip.ended_at is not None
+
+
 async def say_clips(record: CallRecord, mic: Any, clips: Sequence[FloatAudio], settle: Callable[[float], Any]) -> list[Any]:
     """Say each clip after ``LEAD_S``, then await ``settle(end time)`` before the next; the ``SaidClip`` records."""
     await asyncio.sleep(LEAD_S)
     said = []
     for audio in clips:
         clip = mic.say(audio)
-        await until(lambda c=clip: c.ended_at is not None, len(audio) / CALL_RATE_HZ + 30.0)
+        await until(said_out(clip), len(audio) / CALL_RATE_HZ + 30.0)
         await settle(clip.ended_at or time.monotonic())
         said.append(clip)
     return said
@@ -482,6 +490,12 @@ def quiet_settle(record: CallRecord) -> Callable[[float], Any]:
     return settle
 
 
+def arrival_intervals(record: CallRecord) -> dict[str, Any]:
+    """Time between consecutive received frames (ms) {p50, p95, max}: 20 when the audio flows evenly."""
+    gaps = list(np.diff([t for t, _ in record.received]) * 1000)
+    return {**p50_p95(gaps), "max": round(max(gaps), 1) if gaps else None}
+
+
 async def mouth_to_ear(url: str, sets: Sets) -> dict[str, Any]:
     """Per preset and set, one voice-changer call; the envelope lag per clip, p50/p95 over the clips."""
     out: dict[str, Any] = {}
@@ -500,6 +514,7 @@ async def mouth_to_ear(url: str, sets: Sets) -> dict[str, Any]:
                 "per_clip": [{"clip": n, "lag_ms": None if lag is None else round(lag * 1000, 1),
                               "correlation": round(r, 3)} for n, lag, r in per_clip],
                 "frames_sent": len(record.sent), "frames_received": len(record.received),
+                "arrival_interval_ms": arrival_intervals(record),
             }
     return out
 
@@ -522,12 +537,32 @@ async def anonymizer_webrtc(url: str, sets: Sets) -> dict[str, Any]:
     return out
 
 
-async def anonymizer_local(sets: Sets, engines: Any, config: Config) -> dict[str, Any]:
-    """One in-process anonymizer session per set, driven in real time; its phrases' latencies."""
+async def anonymizer_session(engines: Any, tts: Any, clips: Sequence[Clip], name: str) -> CallRecord:
+    """One in-process anonymizer session saying ``clips``, ticked in real time by ``PacedAgentLoop``."""
     from voxline.clients.agent_runner import PacedAgentLoop
     from voxline.clients.webrtc_client import ClipMicrophone
-    from voxline.models.tts import PiperEngine
     from voxline.pipeline.recipes.anonymizer import build_anonymizer_session
+
+    session = build_anonymizer_session(engines, tts, name=name)
+    mic = ClipMicrophone()
+    record = CallRecord(mic)
+    loop = PacedAgentLoop(session, lambda n, _loop: record.read(n), on_event=record.on_event,
+                          on_played=record.on_audio, record=False)
+    stop = asyncio.Event()
+    await session.graph.start()
+    ticking = asyncio.create_task(loop.run(lambda _loop: stop.is_set(), max_s=3600.0))
+    try:
+        await say_clips(record, mic, [c.audio for c in clips], quiet_settle(record))
+    finally:
+        stop.set()
+        await asyncio.gather(ticking, return_exceptions=True)
+        await session.graph.cancel()
+    return record
+
+
+async def anonymizer_local(sets: Sets, engines: Any, config: Config) -> dict[str, Any]:
+    """One in-process anonymizer session per set; its phrases' latencies."""
+    from voxline.models.tts import PiperEngine
 
     tts = PiperEngine(config.tts.voice or None, workers=1, cpu_threads=config.tts.cpu_threads)
     await tts.start()
@@ -535,21 +570,7 @@ async def anonymizer_local(sets: Sets, engines: Any, config: Config) -> dict[str
     try:
         for name, clips in sets.live.items():
             say(f"anonymizer in process: set {name}")
-            session = build_anonymizer_session(engines, tts, name=f"bench-anon-{name}")
-            mic = ClipMicrophone()
-            record = CallRecord(mic)
-            loop = PacedAgentLoop(session, lambda n, _loop: record.read(n), on_event=record.on_event,  # type: ignore[arg-type]
-                                  on_played=record.on_audio, record=False)
-            stop = asyncio.Event()
-            await session.graph.start()
-            ticking = asyncio.create_task(loop.run(lambda _loop: stop.is_set(), max_s=3600.0))
-            try:
-                await say_clips(record, mic, [c.audio for c in clips], quiet_settle(record))
-            finally:
-                stop.set()
-                await asyncio.gather(ticking, return_exceptions=True)
-                await session.graph.cancel()
-            out[name] = phrase_summary(record, clips)
+            out[name] = phrase_summary(await anonymizer_session(engines, tts, clips, f"bench-anon-{name}"), clips)
     finally:
         await tts.close()
     return out

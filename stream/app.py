@@ -1,7 +1,8 @@
 """The HTTP + WebSocket application.
 
 Routes: ``/`` (the browser call page, ``clients/web``), ``/healthz``, ``/metrics``,
-``/v1/captions`` (WebSocket captions), ``POST /v1/webrtc/offer`` (voice calls).
+``/v1/captions`` (WebSocket captions), ``POST /v1/webrtc/offer`` (voice calls),
+``GET /v1/vc/voices`` (the voice changer's presets and ranges, for a client's controls).
 
 ``create_app(config)`` returns a Starlette app whose lifespan loads the shared engines
 once (or uses ``engines`` / ``agent_engines`` passed in, e.g. by tests) and releases
@@ -59,6 +60,24 @@ async def healthz(request: Request) -> JSONResponse:
     )
 
 
+async def vc_voices(request: Request) -> JSONResponse:
+    """``GET /v1/vc/voices``: the voice changer's presets, the ranges of its values and the default."""
+    from voxline.models.voice_converter import (
+        FORMANT_RANGE,
+        MONOTONE_RANGE_HZ,
+        PRESETS,
+        SEMITONES_RANGE,
+    )
+
+    vc = request.app.state.service.config.vc
+    return JSONResponse({
+        "presets": {name: params.as_dict() for name, params in PRESETS.items()},
+        "default": vc.preset,
+        "ranges": {"semitones": SEMITONES_RANGE, "formant": FORMANT_RANGE, "monotone_hz": MONOTONE_RANGE_HZ},
+        "algorithmic_latency_ms": vc.latency_ms if not vc.model else None,
+    })
+
+
 async def webrtc_offer(request: Request) -> JSONResponse:
     """``POST /v1/webrtc/offer``: start a voice call; the answer, or a clear refusal."""
     calls: CallService = request.app.state.calls
@@ -111,6 +130,7 @@ def create_app(config: Config, engines: CaptionEngines | None = None, agent_engi
             Route("/metrics", metrics),
             WebSocketRoute("/v1/captions", captions_endpoint),
             Route("/v1/webrtc/offer", webrtc_offer, methods=["POST"]),
+            Route("/v1/vc/voices", vc_voices),
             Mount("/web", StaticFiles(directory=WEB_PAGE_DIR), name="web"),
         ],
         lifespan=lifespan,

@@ -10,8 +10,8 @@
 // POST /v1/webrtc/offer → answer. The server's JSON events arrive on the channel; in
 // the voice changer the page sends {"type": "vc.update", ...} on it (a slider at most
 // every VC_UPDATE_INTERVAL_MS while it moves, its final value at once on "change"),
-// and the whole voice once the channel opens (events the server sends before then,
-// such as vc.ready, are lost; its vc.updated answer confirms the voice instead).
+// and the whole voice once the channel opens (a slider moved while the call was
+// connecting; the server's vc.updated answer confirms it).
 //
 // What tests read: document.body.dataset.state ("idle", "starting", "in-call"),
 // document.body.dataset.mode (the selected mode, or the call's), the mode switch
@@ -25,6 +25,7 @@
 // [data-semitones][data-formant][data-monotone-hz] (the voice the server last
 // confirmed, from vc.ready / vc.updated; no data attributes until it has) and
 // #vc-latency[data-total-ms] (algorithmic + processing + buffered, from vc.latency).
+// document.body.dataset.voices is "loaded" once the presets came from GET /v1/vc/voices.
 // window.voxline.receive(event) shows an event as if it came from the server.
 
 const OFFER_URL = "/v1/webrtc/offer";
@@ -58,15 +59,9 @@ const MODES = {
   },
 };
 
-// The server's voices (models/voice_converter.py PRESETS) and ranges.
-const PRESETS = {
-  natural: { semitones: 0, formant: 1, monotone_hz: null },
-  deeper: { semitones: -4, formant: 0.88, monotone_hz: null },
-  brighter: { semitones: 4, formant: 1.12, monotone_hz: null },
-  giant: { semitones: -8, formant: 0.78, monotone_hz: null },
-  chipmunk: { semitones: 8, formant: 1.25, monotone_hz: null },
-  robot: { semitones: 0, formant: 1, monotone_hz: 110 },
-};
+// The server's voices, from GET /v1/vc/voices before the voice panel is built.
+const VOICES_URL = "/v1/vc/voices";
+let PRESETS = {};
 const VOICE_KEYS = ["semitones", "formant", "monotone_hz"];
 
 const STAGES = [
@@ -609,8 +604,38 @@ function startError(error) {
 
 // -- the page ------------------------------------------------------------------------
 
+/** Fill the preset select and the sliders' ranges from the server; false if it could not be asked. */
+async function loadVoices() {
+  let voices;
+  try {
+    const response = await fetch(VOICES_URL, { signal: AbortSignal.timeout(OFFER_TIMEOUT_MS) });
+    voices = await response.json();
+  } catch (error) {
+    console.warn("voice changer presets unavailable:", error);
+    return false;
+  }
+  PRESETS = voices.presets;
+  const custom = ui.preset.querySelector("option[value=custom]");
+  ui.preset.replaceChildren(...Object.keys(PRESETS).map((name) => new Option(name, name)), custom);
+  ui.preset.value = voices.default in PRESETS ? voices.default : Object.keys(PRESETS)[0];
+  for (const [input, key] of [[ui.semitones, "semitones"], [ui.formant, "formant"]]) {
+    [input.min, input.max] = voices.ranges[key].map(String);
+  }
+  return true;
+}
+
 const transcript = new Transcript(ui.transcript);
 const voicePanel = new VoicePanel((event) => voxline.call?.send(event) ?? false);
+loadVoices().then((loaded) => {
+  if (loaded) {
+    voicePanel.choosePreset(ui.preset.value);
+    document.body.dataset.voices = "loaded";
+    return;
+  }
+  const radio = document.querySelector("input[name=mode][value=voice_changer]");
+  radio.disabled = true;
+  radio.closest("label").title = "The server did not say which voices it has.";
+});
 let lastErrorCode = "";
 
 function selectedMode() {

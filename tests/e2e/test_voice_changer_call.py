@@ -155,3 +155,11 @@ async def test_a_bad_voice_in_the_offer_is_refused_with_its_reason(call_server: 
     assert refused.value.status == 400 and refused.value.code == "bad_offer" and says in str(refused.value)
     async with httpx.AsyncClient(timeout=5) as http:
         assert (await http.get(f"{call_server}/healthz")).json()["calls"] == 0
+
+
+async def test_the_server_lists_its_voices_for_a_clients_controls(call_server: str) -> None:
+    async with httpx.AsyncClient(timeout=5) as http:
+        voices = (await http.get(f"{call_server}/v1/vc/voices")).json()
+    assert voices["default"] == "deeper" and voices["algorithmic_latency_ms"] == 20.0
+    assert voices["presets"]["robot"] == {"semitones": 0.0, "formant": 1.0, "monotone_hz": 110.0}
+    assert voices["ranges"]["semitones"] == [-12.0, 12.0]

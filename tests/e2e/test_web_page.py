@@ -243,6 +243,7 @@ async def test_the_page_switches_to_the_voice_changer_and_its_sliders_apply_live
             await expect(page.locator("#vc-panel")).to_be_hidden()
             await modes.get_by_role("radio", name="Voice changer").check()
             await expect(page.locator("body")).to_have_attribute("data-mode", "voice_changer")
+            await expect(page.locator("body")).to_have_attribute("data-voices", "loaded")  # the server's presets
             await page.get_by_label("Preset").select_option("chipmunk")  # +8 semitones, formant 1.25
             semitones = page.get_by_role("slider", name="Pitch")
             await expect(semitones).to_have_value("8")
