@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from voxline.errors import EngineError
 
@@ -166,13 +167,17 @@ class VoiceConverterEngine:
         return list(self._timings)
 
     async def start(self) -> None:
-        """Start the worker; a second call does nothing.
+        """Start the worker; a second call does nothing. On CPU, torch gets one thread (process-wide).
 
         Raises:
             EngineError: the engine was closed.
         """
         if self.pool.closing:
             raise EngineError("VC engine is closed")
+        if torch.get_num_threads() > 1 and str(getattr(self.converter, "device", "cpu")) == "cpu":
+            # One worker, one core: a frame's tensors are small, and torch's default of
+            # every core would spin the cores the recogniser and the LLM need.
+            torch.set_num_threads(1)
         self.pool.start([self._work])
 
     async def close(self) -> None:
