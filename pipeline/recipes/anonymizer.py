@@ -10,48 +10,24 @@ text and its latency (see ``stages.respeak``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
-
 from voxline.models.tts import PiperEngine
 
-from ..edge import Edge
-from ..event_channel import EventChannel, unknown_client_event
+from ..event_channel import EventChannel
 from ..graph import Graph
 from ..live_output import LiveOutput
 from ..stages.resample import ResampleStage
 from ..stages.respeak import RespeakStage
 from .captioner import CaptionEngines, make_asr_stage, make_vad_stage
+from .live_session import LiveSession
 
-FloatAudio = npt.NDArray[np.float32]
 MAX_QUEUED_SPEECH_S = 30.0
 """Re-spoken audio the output holds for a listener who has not played it yet."""
 
 
-@dataclass(slots=True)
-class AnonymizerSession:
-    """One session's graph, input edge, events and the re-spoken voice."""
+class AnonymizerSession(LiveSession):
+    """One anonymizer session: ``pull`` gives the re-spoken speech (silence between phrases)."""
 
-    graph: Graph
-    audio_in: Edge
-    events: EventChannel
-    output: LiveOutput
-
-    @property
-    def output_rate_hz(self) -> int:
-        """Sample rate of what ``pull`` returns (Piper's)."""
-        return self.output.sample_rate_hz
-
-    def pull(self, n_samples: int) -> FloatAudio:
-        """The next ``n_samples`` of re-spoken speech (silence between phrases)."""
-        return self.output.read(n_samples)
-
-    def on_client_event(self, event: dict[str, Any]) -> None:
-        """The anonymizer takes no client events: each gets an ``error`` event."""
-        self.events.publish(unknown_client_event(event, ()))
+    __slots__ = ()
 
 
 def build_anonymizer_session(

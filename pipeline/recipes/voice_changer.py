@@ -18,24 +18,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from voxline.config import VcConfig
 from voxline.errors import ConfigError
 from voxline.models.device import choose_device
 from voxline.models.vc_engine import ConverterSession, StreamingConverter, VoiceConverterEngine
 from voxline.models.voice_converter import PRESETS, PsolaConverter, VoiceParams
 
-from ..edge import Edge, FullPolicy
+from ..edge import FullPolicy
 from ..event_channel import EventChannel, unknown_client_event
 from ..graph import Graph
 from ..live_output import LiveOutput
 from ..stages.live_sink import LiveSinkStage
 from ..stages.resample import ResampleStage
 from ..stages.voice_change import VoiceChangeStage
+from .live_session import LiveSession
 
-FloatAudio = npt.NDArray[np.float32]
 INPUT_BUDGET_MS = 100.0
 """A caller's frame still waiting for the converter this long after it arrived is dropped."""
 
@@ -58,23 +55,10 @@ def default_voice(config: VcConfig) -> VoiceParams:
 
 
 @dataclass(slots=True)
-class VoiceChangerSession:
-    """One session's graph, input edge, converter and live output."""
+class VoiceChangerSession(LiveSession):
+    """One voice-changer session: ``pull`` gives the converted voice; ``converter`` its stream."""
 
-    graph: Graph
-    audio_in: Edge
-    events: EventChannel
-    output: LiveOutput
     converter: ConverterSession
-
-    @property
-    def output_rate_hz(self) -> int:
-        """Sample rate of what ``pull`` returns."""
-        return self.output.sample_rate_hz
-
-    def pull(self, n_samples: int) -> FloatAudio:
-        """The next ``n_samples`` of converted voice (call at real-time pace)."""
-        return self.output.read(n_samples)
 
     def on_client_event(self, event: dict[str, Any]) -> None:
         """Apply a ``vc.update`` live; anything else gets an ``error`` event."""
