@@ -156,3 +156,24 @@ def test_the_live_output_primes_bounds_its_delay_and_counts() -> None:
     output.read(20)
     output.read(10)  # dry: an underrun, then priming again
     assert output.underruns == 1 and not output.read(5).any()
+
+
+def test_a_standing_surplus_after_a_hiccup_is_dropped_at_a_quiet_moment() -> None:
+    rate, frame = 1000, 20
+    output = LiveOutput(rate, target_s=0.02, max_s=0.12, settle_s=1.0)
+    voice, quiet = np.full(frame, 0.3, np.float32), np.zeros(frame, np.float32)
+    for _ in range(10):  # steady: each frame is read as it comes
+        output.write(voice)
+        output.read(frame)
+    assert output.delay_s == 0.0
+    output.read(frame)  # a frame is late: an underrun
+    output.write(voice)
+    output.write(voice)  # ... and comes with the next one: a frame more than needed
+    for _ in range(60):  # speech: the surplus stays rather than cut a word
+        output.read(frame)
+        output.write(voice)
+    assert output.delay_s == 0.04 and output.settled_samples == 0
+    for _ in range(60):  # a pause: the surplus goes, 5 ms of headroom stay
+        output.read(frame)
+        output.write(quiet)
+    assert output.settled_samples == 15 and output.delay_s == 0.025 and output.underruns == 1

@@ -50,6 +50,16 @@ class SampleFifo:
         self._take(out, n_samples)
         return out
 
+    def peek(self, n_samples: int) -> FloatAudio:
+        """The oldest ``n_samples`` buffered (fewer if fewer are), without taking them."""
+        parts, left = [], n_samples
+        for chunk in self._chunks:
+            if left <= 0:
+                break
+            parts.append(chunk[:left])
+            left -= len(parts[-1])
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
     def clear(self) -> None:
         """Drop everything buffered (not counted as dropped)."""
         self._chunks.clear()

@@ -35,7 +35,8 @@ def build_anonymizer_session(
 ) -> AnonymizerSession:
     """Wire one anonymizer session (not started: ``await session.graph.start()``)."""
     events = EventChannel()
-    output = LiveOutput(tts.sample_rate_hz, target_s=0.0, max_s=MAX_QUEUED_SPEECH_S)
+    # Piper runs ahead of real time: what it made waits its turn, none of it is ever surplus.
+    output = LiveOutput(tts.sample_rate_hz, target_s=0.0, max_s=MAX_QUEUED_SPEECH_S, settle_s=None)
     graph = Graph(name)
     resample = ResampleStage(16000)
     vad = make_vad_stage(captions)
