@@ -21,7 +21,7 @@ import soundfile
 import soxr
 
 from tests.conftest import running_server
-from tests.speech_fixtures import silence
+from tests.speech_fixtures import silence, word_errors
 from tests.test_neural_vc import DelayLine, export
 from voxline.models.pitch import measure_f0
 from voxline.pipeline.recipes.agent import AgentEngines
@@ -119,6 +119,15 @@ def test_voxline_mic_mode_vc_plays_the_microphone_back_in_the_voice_asked_for(tm
     printed, played, rate = run_mic(["--mode", "vc", "--preset", "deeper"], mic, 24000, tmp_path, listen_s=4.5)
     assert rate == 24000 and "voice: semitones -4.0" in printed
     assert abs(f0_ratio(mic, played, 24000, align=True) / DEEPER - 1) < 0.03
+
+
+def test_voxline_mic_mode_anon_re_speaks_the_microphone_in_pipers_voice(tmp_path: Path) -> None:
+    clip = real_clip("arctic_a0009")
+    mic = np.concatenate([silence(0.3), clip.audio, silence(0.5)])
+    printed, played, rate = run_mic(["--mode", "anon"], mic, 16000, tmp_path, listen_s=8.0)
+    spoken = [line for line in printed.splitlines() if line.startswith("re-spoken (")]
+    assert spoken and word_errors(clip.text, spoken[0].split("): ", 1)[1]) <= 2, printed
+    assert rate == 22050 and np.abs(played).max() > 0.1, "Piper's voice came out of the speaker"
 
 
 def test_voxline_mic_url_mode_vc_changes_the_voice_on_the_server(
