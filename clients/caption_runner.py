@@ -15,14 +15,9 @@ from typing import Any
 import numpy as np
 
 from voxline.config import Config
-from voxline.errors import GraphClosed, PipelineError
-from voxline.pipeline.frames import (
-    AudioFrame,
-    ControlFrame,
-    ControlKind,
-    ErrorFrame,
-    TranscriptFrame,
-)
+from voxline.errors import PipelineError
+from voxline.pipeline.frames import AudioFrame, TranscriptFrame
+from voxline.pipeline.graph import frames_until_end
 from voxline.pipeline.recipes.captioner import CaptionEngines, build_caption_graph
 from voxline.pipeline.stage import Stage
 from voxline.stream.caption_protocol import caption_event
@@ -64,19 +59,10 @@ async def caption_locally(
     await graph.start()
     feeder = asyncio.create_task(feed(), name="captions:feed")
     try:
-        while True:
-            try:
-                frame = await session.captions_out.get()
-            except GraphClosed:
-                await feeder  # re-raises why the feed stopped
-                return
+        async for frame in frames_until_end(session.captions_out):
             if isinstance(frame, TranscriptFrame):
                 yield caption_event(frame)
-            elif isinstance(frame, ErrorFrame):
-                raise PipelineError(frame.message)
-            elif isinstance(frame, ControlFrame) and frame.kind is ControlKind.END_OF_STREAM:
-                break
-        await feeder
+        await feeder  # re-raises why the feed stopped, if it did
     finally:
         feeder.cancel()
         await asyncio.gather(feeder, return_exceptions=True)

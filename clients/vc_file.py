@@ -11,6 +11,7 @@ resampled to it and back.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,11 @@ import numpy as np
 import numpy.typing as npt
 
 from voxline.config import Config
-from voxline.errors import GraphClosed, PipelineError, VoxlineError
+from voxline.errors import VoxlineError
 from voxline.models.vc_engine import VoiceConverterEngine
 from voxline.models.voice_converter import VoiceParams
-from voxline.pipeline.frames import AudioFrame, ControlFrame, ControlKind, ErrorFrame
-from voxline.pipeline.graph import Graph
+from voxline.pipeline.frames import AudioFrame
+from voxline.pipeline.graph import Graph, frames_until_end
 from voxline.pipeline.recipes.voice_changer import load_converter
 from voxline.pipeline.stages.voice_change import VoiceChangeStage
 
@@ -50,19 +51,8 @@ async def convert_through_stage(engine: VoiceConverterEngine, audio: FloatAudio,
 
     await graph.start()
     feeder = asyncio.create_task(feed(), name="vc-file:feed")
-    parts: list[FloatAudio] = []
     try:
-        while True:
-            try:
-                frame = await audio_out.get()
-            except GraphClosed:
-                break
-            if isinstance(frame, AudioFrame):
-                parts.append(frame.samples)
-            elif isinstance(frame, ErrorFrame):
-                raise PipelineError(frame.message)
-            elif isinstance(frame, ControlFrame) and frame.kind is ControlKind.END_OF_STREAM:
-                break
+        parts = [frame.samples async for frame in frames_until_end(audio_out) if isinstance(frame, AudioFrame)]
         await feeder
     finally:
         feeder.cancel()
@@ -79,8 +69,6 @@ async def convert_file(in_path: str | Path, out_path: str | Path, params: VoiceP
         AudioFileError: the input cannot be decoded.
         VoxlineError: the output cannot be written, or the converter cannot start.
     """
-    import dataclasses
-
     import soundfile
     import soxr
 

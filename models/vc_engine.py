@@ -18,7 +18,7 @@ import asyncio
 import collections
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -81,8 +81,6 @@ class ConverterSession:
     engine: VoiceConverterEngine
     state: Any
     in_flight: bool = False
-    samples_in: int = 0
-    compute_ms: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=256))
 
     @property
     def sample_rate_hz(self) -> int:
@@ -125,7 +123,6 @@ class ConverterSession:
             raise
         finally:
             self.in_flight = False
-            self.samples_in += len(chunk)
 
 
 class VoiceConverterEngine:
@@ -206,5 +203,4 @@ class VoiceConverterEngine:
                 elapsed_ms = (time.perf_counter() - started) * 1000
             self._timings.append(BatchTiming(len(live), sum(len(r.samples) for r in live), elapsed_ms))
             for request, output in zip(live, outputs, strict=True):
-                request.session.compute_ms.append(elapsed_ms)
                 resolve(request.future, output)

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
-from voxline.errors import PipelineError, StageFailed
+from voxline.errors import GraphClosed, PipelineError, StageFailed
 
 from .edge import Edge, FullPolicy
-from .frames import ControlFrame, ControlKind, ErrorFrame
+from .frames import ControlFrame, ControlKind, ErrorFrame, Frame
 from .stage import Stage
 
 
@@ -243,3 +243,21 @@ def stages_named(graph: Graph, names: Iterable[str]) -> list[Stage]:
     """The graph's stages with the given names, in the given order."""
     by_name = {s.name: s for s in graph.stages}
     return [by_name[n] for n in names]
+
+
+async def frames_until_end(output: Edge) -> AsyncIterator[Frame]:
+    """The frames a graph puts on ``output`` until its end of stream (or the edge closes).
+
+    Raises:
+        PipelineError: the graph sent an ``ErrorFrame`` (a stage failed).
+    """
+    while True:
+        try:
+            frame = await output.get()
+        except GraphClosed:
+            return
+        if isinstance(frame, ErrorFrame):
+            raise PipelineError(frame.message)
+        if isinstance(frame, ControlFrame) and frame.kind is ControlKind.END_OF_STREAM:
+            return
+        yield frame
