@@ -1,7 +1,8 @@
 """The HTTP + WebSocket application.
 
 Routes: ``/`` (the browser call page, ``clients/web``), ``/healthz``, ``/metrics``,
-``/v1/captions`` (WebSocket captions), ``POST /v1/webrtc/offer`` (voice calls),
+``/v1/captions`` (WebSocket captions), ``/v1/realtime`` (the OpenAI-Realtime protocol,
+``realtime_ws``), ``POST /v1/webrtc/offer`` (voice calls),
 ``GET /v1/vc/voices`` (the voice changer's presets and ranges, for a client's controls).
 
 ``create_app(config)`` returns a Starlette app whose lifespan loads the shared engines
@@ -32,6 +33,7 @@ from voxline.pipeline.recipes.captioner import CaptionEngines
 from .calls import CallOffer, CallRefused, CallService
 from .captions_ws import captions_endpoint
 from .metrics_http import metrics_registry, render_metrics
+from .realtime_ws import realtime_endpoint
 from .service import CaptionService
 
 WEB_PAGE_DIR = Path(__file__).resolve().parent.parent / "clients" / "web"
@@ -129,6 +131,7 @@ def create_app(config: Config, engines: CaptionEngines | None = None, agent_engi
             Route("/healthz", healthz),
             Route("/metrics", metrics),
             WebSocketRoute("/v1/captions", captions_endpoint),
+            WebSocketRoute("/v1/realtime", realtime_endpoint),
             Route("/v1/webrtc/offer", webrtc_offer, methods=["POST"]),
             Route("/v1/vc/voices", vc_voices),
             Mount("/web", StaticFiles(directory=WEB_PAGE_DIR), name="web"),

@@ -160,6 +160,26 @@ class CallService:
         """Calls live or being set up now."""
         return self.reserved
 
+    def reserve(self) -> None:
+        """Hold a place for a session on the agent engines (a Realtime socket); ``CallRefused`` when full.
+
+        Such sessions share ``server.max_calls`` with the calls; ``release`` gives the place back.
+        """
+        if self.unavailable:
+            raise CallRefused(503, "calls_unavailable", self.unavailable)
+        limit = self.config.server.max_calls
+        if self.reserved >= limit:
+            self.counters.refused_busy += 1
+            raise CallRefused(
+                503, "server_busy", f"the server is at its limit of {limit} voice sessions; try again in {RETRY_AFTER_S} s",
+                retry_after_s=RETRY_AFTER_S,
+            )
+        self.reserved += 1
+
+    def release(self) -> None:
+        """Give back a place taken by ``reserve``."""
+        self.reserved -= 1
+
     async def open_call(self, offer: CallOffer) -> dict[str, str]:
         """Start a call for ``offer`` and return the answer (``sdp``, ``type``); ``CallRefused`` if not."""
         if self.unavailable:

@@ -1,7 +1,9 @@
-"""Per-turn latency of voice calls as Prometheus histograms (no session labels).
+"""Per-turn latency of voice sessions as Prometheus histograms, by transport (no session labels).
 
-``TurnLatencyHistograms.observe`` takes each ``turn_latency`` event a call sends its
-client; ``families`` renders cumulative histograms, one series per span: ``v2v`` (end
+``TurnLatencyHistograms.observe`` takes each ``turn_latency`` event a session's agent
+makes, with its transport (``webrtc`` for calls, ``realtime`` for the Realtime
+socket); ``families`` renders cumulative histograms, one series per transport and
+span: ``v2v`` (end
 of the user's speech to the reply's first audio out) and each stage's share of it
 (``asr_final``, ``endpoint``, ``llm_first_token``, ``tts_first_audio``, ``audio_out``).
 """
@@ -42,34 +44,37 @@ class _Histogram:
         return out
 
 
+TRANSPORTS = ("webrtc", "realtime")
+
+
 class TurnLatencyHistograms:
-    """Histograms of every call's turn latencies, by span, summed over calls."""
+    """Histograms of every session's turn latencies, by transport and span, summed over sessions."""
 
     def __init__(self) -> None:
-        self._spans = {span: _Histogram() for span in SPANS}
+        self._spans = {(transport, span): _Histogram() for transport in TRANSPORTS for span in SPANS}
 
-    def observe(self, event: Mapping[str, Any]) -> None:
+    def observe(self, event: Mapping[str, Any], transport: str = "webrtc") -> None:
         """Count one ``turn_latency`` event (other events, and missing spans, are ignored)."""
         if event.get("type") != "turn_latency":
             return
         v2v = event.get("v2v_ms")
         if isinstance(v2v, int | float):
-            self._spans["v2v"].observe(v2v / 1000)
+            self._spans[transport, "v2v"].observe(v2v / 1000)
         for span, ms in (event.get("breakdown_ms") or {}).items():
-            if span in self._spans and isinstance(ms, int | float):
-                self._spans[span].observe(ms / 1000)
+            if (transport, span) in self._spans and isinstance(ms, int | float):
+                self._spans[transport, span].observe(ms / 1000)
 
-    def count(self, span: str = "v2v") -> int:
-        """Turns observed for ``span``."""
-        return self._spans[span].total
+    def count(self, span: str = "v2v", transport: str = "webrtc") -> int:
+        """Turns observed for ``span`` over ``transport``."""
+        return self._spans[transport, span].total
 
     def families(self) -> Iterator[HistogramMetricFamily]:
         """The ``voxline_turn_latency_seconds`` histogram family."""
         family = HistogramMetricFamily(
             "voxline_turn_latency_seconds",
-            "Voice-call turn latency: v2v (user speech end to first reply audio) and each stage's share",
-            labels=["span"],
+            "Voice turn latency: v2v (user speech end to first reply audio) and each stage's share, by transport",
+            labels=["transport", "span"],
         )
-        for span, histogram in self._spans.items():
-            family.add_metric([span], histogram.buckets(), histogram.sum_s)
+        for (transport, span), histogram in self._spans.items():
+            family.add_metric([transport, span], histogram.buckets(), histogram.sum_s)
         yield family

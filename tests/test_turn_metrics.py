@@ -29,11 +29,15 @@ def test_turns_land_in_cumulative_buckets_by_span() -> None:
     histograms.observe({"type": "agent_done", "v2v_ms": 1.0})  # not a latency event
     histograms.observe({"type": "turn_latency", "v2v_ms": None, "breakdown_ms": {}})  # a turn with no audio
     text = render(histograms)
-    assert 'voxline_turn_latency_seconds_bucket{le="0.5",span="v2v"} 1.0' in text
-    assert 'voxline_turn_latency_seconds_bucket{le="0.75",span="v2v"} 2.0' in text
-    assert 'voxline_turn_latency_seconds_bucket{le="+Inf",span="v2v"} 3.0' in text
-    assert 'voxline_turn_latency_seconds_count{span="llm_first_token"} 3.0' in text
-    assert 'voxline_turn_latency_seconds_bucket{le="0.05",span="llm_first_token"} 1.0' in text
-    assert 'voxline_turn_latency_seconds_sum{span="v2v"} 4.15' in text
+    assert 'voxline_turn_latency_seconds_bucket{le="0.5",span="v2v",transport="webrtc"} 1.0' in text
+    assert 'voxline_turn_latency_seconds_bucket{le="0.75",span="v2v",transport="webrtc"} 2.0' in text
+    assert 'voxline_turn_latency_seconds_bucket{le="+Inf",span="v2v",transport="webrtc"} 3.0' in text
+    assert 'voxline_turn_latency_seconds_count{span="llm_first_token",transport="webrtc"} 3.0' in text
+    assert 'voxline_turn_latency_seconds_bucket{le="0.05",span="llm_first_token",transport="webrtc"} 1.0' in text
+    assert 'voxline_turn_latency_seconds_sum{span="v2v",transport="webrtc"} 4.15' in text
     assert histograms.count("v2v") == 3 and histograms.count("endpoint") == 0
+    histograms.observe({"type": "turn_latency", "v2v_ms": 300.0, "breakdown_ms": {}}, transport="realtime")
+    text = render(histograms)
+    assert 'voxline_turn_latency_seconds_count{span="v2v",transport="realtime"} 1.0' in text
+    assert 'voxline_turn_latency_seconds_count{span="v2v",transport="webrtc"} 3.0' in text
     assert "session" not in text

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 _MESSAGE_OVERHEAD_TOKENS = 4
 
@@ -22,6 +23,26 @@ _MESSAGE_OVERHEAD_TOKENS = 4
 def estimate_tokens(text: str) -> int:
     """About how many tokens ``text`` takes (4 characters a token, rounded up)."""
     return (len(text) + 3) // 4
+
+
+class History(Protocol):
+    """What the voice agent needs of a history (``Conversation``, or a transport's own record)."""
+
+    def add_user(self, text: str) -> None:
+        """The user's words of a turn the agent is answering (or leaving unanswered)."""
+        ...
+
+    def add_agent(self, heard_text: str) -> None:
+        """The part of the reply just ended that the user heard."""
+        ...
+
+    def messages(self) -> list[dict[str, str]]:
+        """The chat messages for the next reply, system prompt first."""
+        ...
+
+    def messages_with_user(self, text: str) -> list[dict[str, str]]:
+        """``messages()`` with ``text`` as the user's next words."""
+        ...
 
 
 @dataclass(slots=True)

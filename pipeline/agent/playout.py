@@ -69,7 +69,8 @@ def _ramp(n: int) -> FloatAudio:
     return (np.arange(1, n + 1, dtype=np.float32) / np.float32(n + 1)).astype(np.float32)
 
 
-def _word_ends(text: str, n_samples: int) -> list[int]:
+def estimate_word_ends(text: str, n_samples: int) -> list[int]:
+    """Where each word of ``text`` ends among ``n_samples`` of its speech: shared by characters (+1 per gap)."""
     words = text.split()
     if not words:
         return []
@@ -134,7 +135,7 @@ class PlayoutBuffer:
         samples = np.asarray(audio, dtype=np.float32).reshape(-1)
         if (self._queued + len(samples)) / self.sample_rate_hz > self.max_s:
             return False
-        self._segments.append(_Segment(text, turn, samples, _word_ends(text, len(samples))))
+        self._segments.append(_Segment(text, turn, samples, estimate_word_ends(text, len(samples))))
         self._queued += len(samples)
         self._heard.setdefault(turn, [])
         return True

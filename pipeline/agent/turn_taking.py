@@ -154,6 +154,11 @@ class TurnDetector:
         if self._parts and self._parts[-1] == text.strip():
             self._parts.pop()
 
+    def clear(self) -> None:
+        """Forget the words of the turn so far (the client committed or cleared them itself)."""
+        self._parts.clear()
+        self._awaiting_final = False
+
     def retract(self, turn: EndOfTurn) -> None:
         """Put an ended turn's words back in front of what came since."""
         self._parts.insert(0, turn.text)

@@ -25,7 +25,14 @@ Everything the client should know goes out as events on an ``EventChannel``:
 starts playing), ``agent_paused``, ``agent_resumed`` (``reason``: backchannel or
 noise), ``interrupted`` (the words ``heard``; ``reason``: words or long_speech),
 ``reply_discarded``, ``agent_done`` (``gap_ms``: silence inside the reply for want of
-audio), ``turn_latency`` (the waterfall of ``turn_latency.py``) and ``error``.
+audio), ``turn_latency`` (the waterfall of ``turn_latency.py``) and ``error``; and
+``speech_start``/``speech_stop`` (``at_s``: media seconds) as the VAD opens and closes
+an utterance, for transports whose protocol reports them (the Realtime socket).
+
+A transport may also drive the agent: ``respond`` starts a reply to the history now
+(a client's ``response.create``), ``interrupt`` stops the one in flight, cut at what
+was heard; ``settings.auto_reply`` off announces each user turn without answering it,
+and ``settings.interruptible`` off lets the user talk over a reply without stopping it.
 
 All methods run on the session's event loop; none blocks.
 """
@@ -47,7 +54,7 @@ from ..event_channel import EventChannel
 from ..frames import AudioFrame, ControlFrame, ControlKind, TranscriptFrame
 from .barge_in import BargeInAction, BargeInPolicy, BargeInSettings, is_echo
 from .clauses import ClauseChunker, ClauseRules
-from .history import Conversation
+from .history import Conversation, History
 from .playout import PlayoutBuffer
 from .turn_latency import TurnTimeline
 from .turn_taking import EndOfTurn, TurnDetector, TurnWaits
@@ -78,6 +85,11 @@ class AgentSettings:
     max_queued_audio_s: float = 60.0
     verdict_after_ms: float = 100.0
     """Quiet (ms, from where the VAD turned quiet) after which the audio model listens."""
+    auto_reply: bool = True
+    """Answer each user turn; off, a turn is announced (``user_turn`` with no reply) and
+    added to the history, and a reply waits for ``respond``."""
+    interruptible: bool = True
+    """User speech over a reply pauses and may interrupt it (barge-in); off, it does not."""
 
 
 @dataclass(slots=True, eq=False)
@@ -128,6 +140,7 @@ class VoiceAgent:
         *,
         on_played: Callable[[FloatAudio], None] | None = None,
         turn_model: TurnEndModel | None = None,
+        conversation: History | None = None,
     ) -> None:
         self.llm = llm
         self.tts = tts
@@ -135,7 +148,9 @@ class VoiceAgent:
         self.events = events or EventChannel()
         self.on_played = on_played
         self.playout = PlayoutBuffer(tts.sample_rate_hz, max_s=self.settings.max_queued_audio_s)
-        self.conversation = Conversation(self.settings.system_prompt, self.settings.history_tokens)
+        self.conversation: History = conversation or Conversation(
+            self.settings.system_prompt, self.settings.history_tokens
+        )
         self.turns = TurnDetector(self.settings.waits, uses_audio_model=turn_model is not None)
         self.turn_model = turn_model
         self._voice: deque[FloatAudio] = deque()  # the last turn_model.window_s of user audio
@@ -185,9 +200,11 @@ class VoiceAgent:
             elif self._heard_words_while_paused and quiet_ms >= self.settings.final_wait_ms:
                 await self._act(self.barge_in.give_up(), reason="backchannel")
         if self._reply is None:
-            ended = self.turns.poll(now_s)
-            if ended is not None:
+            ended = self.turns.poll(now_s, prepare=self.settings.auto_reply)
+            if ended is not None and self.settings.auto_reply:
                 self._start_reply(ended)
+            elif ended is not None:
+                self._announce_turn(ended)
         reply = self._reply
         if reply is not None and reply.held and self.turns.due(reply.turn, now_s):
             self._take_turn(reply)
@@ -195,6 +212,10 @@ class VoiceAgent:
     async def on_control(self, frame: ControlFrame) -> None:
         """VAD events: the user started, paused, resumed or stopped speaking."""
         kind = frame.kind
+        if kind is ControlKind.SPEECH_START:
+            self.events.publish({"type": "speech_start", "at_s": frame.media_time_s})
+        elif kind is ControlKind.SPEECH_STOP:
+            self.events.publish({"type": "speech_stop", "at_s": frame.media_time_s})
         if kind in (ControlKind.SPEECH_START, ControlKind.SPEECH_RESUME):
             self._user_speaking = True
             self._quiet_since_s = None
@@ -227,6 +248,7 @@ class VoiceAgent:
         self.events.publish({
             "type": "user_final" if frame.is_final else "user_partial",
             "utterance": frame.utterance, "text": text,
+            "stable": text if frame.is_final else " ".join(w.text for w in frame.words[: frame.committed]),
         })
         if frame.is_final:
             if text.strip():
@@ -304,8 +326,10 @@ class VoiceAgent:
 
     # -- barge-in -------------------------------------------------------------------
 
-    async def _act(self, action: BargeInAction | None, *, reason: str = "") -> None:
+    async def _act(self, action: BargeInAction | None, *, reason: str = "", forced: bool = False) -> None:
         if action is None:
+            return
+        if not (forced or self.settings.interruptible) and action is not BargeInAction.RESUME:
             return
         reply = self._reply
         if action is BargeInAction.PAUSE:
@@ -328,6 +352,46 @@ class VoiceAgent:
             })
             if reply is not None:
                 await self._cancel(reply)
+
+    async def interrupt(self, reason: str = "cancelled") -> bool:
+        """Stop the reply in flight now, its history cut at what was heard; False if none.
+
+        Publishes ``interrupted`` (with ``reason``) like a barge-in does.
+        """
+        if self._reply is None:
+            return False
+        await self._act(BargeInAction.INTERRUPT, reason=reason, forced=True)
+        return True
+
+    def respond(self, instructions: str | None = None) -> int | None:
+        """Start a reply to the history as it stands, due at once; its id, or None if one is in flight.
+
+        ``instructions`` replace the system prompt for this reply only. The reply's
+        latency marks start now (there is no user speech to measure from).
+        """
+        if self._reply is not None or self._closed:
+            return None
+        now = time.monotonic()
+        self._reply_count += 1
+        timeline = TurnTimeline(self._reply_count, "")
+        for mark in ("speech_end", "asr_final"):
+            timeline.mark(mark, now)
+        reply = _Reply(self._reply_count, EndOfTurn("", self._now_s, True), timeline, held=False)
+        timeline.mark("endpoint", now)
+        messages = self.conversation.messages()
+        if instructions is not None:
+            messages[0] = {"role": "system", "content": instructions}
+        reply.task = asyncio.create_task(self._run_reply(reply, messages), name=f"voxline-reply-{reply.id}")
+        self._reply = reply
+        return reply.id
+
+    def _announce_turn(self, ended: EndOfTurn) -> None:
+        """A due turn with ``auto_reply`` off: into the history, and to the client, unanswered."""
+        self.conversation.add_user(ended.text)
+        self.events.publish({
+            "type": "user_turn", "reply": None, "text": ended.text, "complete": ended.complete,
+            "speech_end_s": ended.speech_end_s,
+        })
 
     def _heard_after_flush(self, reply_id: int) -> str:
         for heard in self.playout.flush():
@@ -357,7 +421,10 @@ class VoiceAgent:
         reply.held = False
         reply.timeline.mark("endpoint", time.monotonic())
         ended = reply.turn
-        self.events.publish({"type": "user_turn", "reply": reply.id, "text": ended.text, "complete": ended.complete})
+        self.events.publish({
+            "type": "user_turn", "reply": reply.id, "text": ended.text, "complete": ended.complete,
+            "speech_end_s": ended.speech_end_s,
+        })
 
     async def _discard_reply(self, reply: _Reply) -> None:
         """The user went on speaking before the reply played: drop it, keep their words."""

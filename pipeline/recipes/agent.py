@@ -29,6 +29,7 @@ from voxline.models.tts import PiperEngine
 from voxline.resampler import StreamResampler
 
 from ..agent.barge_in import BargeInSettings, backchannel_phrases
+from ..agent.history import History
 from ..agent.turn_taking import TurnWaits
 from ..agent.voice_agent import AgentSettings, VoiceAgent
 from ..edge import Edge
@@ -190,10 +191,14 @@ def build_agent_session(
     echo_cancel: bool | None = None,
     settings: AgentSettings | None = None,
     name: str = "agent",
+    conversation: History | None = None,
+    vad_threshold: float | None = None,
 ) -> AgentSession:
     """Wire one agent session (not started: ``await session.graph.start()``).
 
-    ``echo_cancel`` defaults to the config's ``agent.echo_cancel``.
+    ``echo_cancel`` defaults to the config's ``agent.echo_cancel``; ``conversation``
+    is the history to read and write (a fresh ``Conversation`` by default);
+    ``vad_threshold`` overrides the VAD's opening threshold.
     """
     config = engines.config
     captions = engines.captions
@@ -201,7 +206,7 @@ def build_agent_session(
     events = EventChannel()
     graph = Graph(name)
     resample = ResampleStage(LISTEN_RATE_HZ)
-    vad = make_vad_stage(captions, min_speech_ms=config.agent.bargein_min_speech_ms)
+    vad = make_vad_stage(captions, min_speech_ms=config.agent.bargein_min_speech_ms, threshold=vad_threshold)
     asr = make_asr_stage(captions, forward_audio=True, late_tail_ms=AGENT_LATE_TAIL_MS)
     on_played = None
     stages: list[Stage] = [resample]
@@ -215,9 +220,9 @@ def build_agent_session(
         on_played = EchoReference(canceller, engines.tts.sample_rate_hz)
     agent = VoiceAgent(
         engines.llm, engines.tts, settings or agent_settings(config), events, on_played=on_played,
-        turn_model=engines.turn_model,
+        turn_model=engines.turn_model, conversation=conversation,
     )
-    conversation = ConversationStage(agent)
+    listener = ConversationStage(agent)
     audio_in = graph.input_to(resample, maxsize=64)
-    graph.chain(*stages, vad, asr, conversation, maxsize=64)
+    graph.chain(*stages, vad, asr, listener, maxsize=64)
     return AgentSession(graph=graph, audio_in=audio_in, agent=agent, events=events)

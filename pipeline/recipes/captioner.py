@@ -67,17 +67,23 @@ class CaptionGraph:
     asr: StreamingAsrStage
 
 
-def make_vad_stage(engines: CaptionEngines, *, min_speech_ms: float | None = None) -> VadStage:
+def make_vad_stage(
+    engines: CaptionEngines, *, min_speech_ms: float | None = None, threshold: float | None = None
+) -> VadStage:
     """A session's VAD stage on the shared Silero model, with the configured thresholds.
 
-    ``min_speech_ms`` overrides the configured minimum (an agent reacts sooner).
+    ``min_speech_ms`` overrides the configured minimum (an agent reacts sooner);
+    ``threshold`` the speech probability that opens speech (a Realtime client's
+    ``server_vad.threshold``; the closing threshold keeps its distance below it).
     """
     vad_cfg = engines.vad
+    opening = vad_cfg.threshold if threshold is None else threshold
+    closing = min(vad_cfg.neg_threshold, max(0.0, opening - (vad_cfg.threshold - vad_cfg.neg_threshold)))
     return VadStage(
         SileroVadStream(engines.vad_model),
         SpeechSegmenter(
-            threshold=vad_cfg.threshold,
-            neg_threshold=vad_cfg.neg_threshold,
+            threshold=opening,
+            neg_threshold=closing if threshold is not None else vad_cfg.neg_threshold,
             min_speech_ms=vad_cfg.min_speech_ms if min_speech_ms is None else min_speech_ms,
             min_silence_ms=vad_cfg.hangover_ms,
             speech_pad_ms=vad_cfg.speech_pad_ms,
@@ -110,11 +116,12 @@ def build_caption_graph(
     *,
     extra_stages: Sequence[Stage] = (),
     name: str = "captions",
+    vad_threshold: float | None = None,
 ) -> CaptionGraph:
-    """Wire a caption session: audio at any rate in, ``TranscriptFrame``s out."""
+    """Wire a caption session: audio at any rate in, ``TranscriptFrame``s out (and the VAD's control frames)."""
     graph = Graph(name)
     resample = ResampleStage(16000)
-    vad = make_vad_stage(engines)
+    vad = make_vad_stage(engines, threshold=vad_threshold)
     asr = make_asr_stage(engines)
     audio_in = graph.input_to(resample, maxsize=64)
     graph.chain(resample, vad, asr, *extra_stages, maxsize=64)

@@ -89,7 +89,7 @@ async def test_a_spoken_question_through_the_server_is_answered_in_speech(call_s
     assert (await until_no_calls(call_server))["calls"] == 0
     async with httpx.AsyncClient(timeout=5) as http:
         metrics = (await http.get(f"{call_server}/metrics")).text
-    counted = [line for line in metrics.splitlines() if line.startswith('voxline_turn_latency_seconds_count{span="v2v"}')]
+    counted = [line for line in metrics.splitlines() if line.startswith('voxline_turn_latency_seconds_count{span="v2v",transport="webrtc"}')]
     assert counted and float(counted[0].split()[-1]) >= 1
     assert "session" not in metrics.split("voxline_turn_latency_seconds")[1][:2000]
 

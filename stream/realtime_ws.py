@@ -1,0 +1,204 @@
+"""``WS /v1/realtime``: the OpenAI-Realtime protocol over a WebSocket, one session per connection.
+
+The official ``openai`` SDK connects here unmodified (``AsyncOpenAI(base_url=
+"http://HOST:PORT/v1", websocket_base_url="ws://HOST:PORT/v1").realtime.connect(
+model=...)``); so does any client of the raw protocol. The connection:
+
+1. **Authorises** the ``Authorization: Bearer KEY`` header (or ``?api_key=``, for
+   browsers). With ``VOXLINE_SECRET`` set, the key must be that secret; with none,
+   any key is accepted, from loopback only. A refusal is an ``error`` event and close
+   4401 (bad key) or 4403 (not loopback).
+2. **Admits** the session: every socket holds a session place (``server.max_sessions``);
+   an agent session also holds one of ``server.max_calls``, shared with the WebRTC
+   calls. Past either: an ``error`` event and close 1013 (try again later).
+3. Picks the **dialect**: beta when the client sent ``OpenAI-Beta: realtime=v1``, GA
+   otherwise; the **kind**: transcription for ``?intent=transcription``, else realtime
+   (``session.update`` may change it before any audio).
+4. Sends ``session.created`` at once, then reads client events until the client goes:
+   each goes to ``RealtimeSession.handle``. Malformed JSON, an unknown event, a bad
+   field, bad base64 or audio of the wrong size get an ``error`` event carrying the
+   offending ``event_id``; the session carries on.
+
+Sends are serialised and bounded in time (``SEND_TIMEOUT_S``): a client that stops
+reading is dropped, not buffered for. On any ending the session is closed: no task,
+graph or reservation outlives the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from .calls import CallRefused, CallService
+from .realtime_protocol import (
+    RealtimeProtocolError,
+    ServerEvents,
+    SessionSettings,
+    parse_client_event,
+)
+from .realtime_session import RealtimeSession
+from .service import CaptionService
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 5.0
+SECRET_ENV = "VOXLINE_SECRET"
+
+
+def bearer_key(websocket: WebSocket) -> str | None:
+    """The key a client sent: ``Authorization: Bearer KEY``, or ``?api_key=KEY``."""
+    header = websocket.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return websocket.query_params.get("api_key")
+
+
+def refusal(websocket: WebSocket, secret: str | None) -> tuple[int, str, str] | None:
+    """Why this client may not connect (close code, error code, message), or None."""
+    key = bearer_key(websocket)
+    if secret:
+        if key != secret:
+            return 4401, "invalid_api_key", "the Bearer key is not valid for this server"
+        return None
+    host = websocket.client.host if websocket.client else ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        return 4403, "forbidden", f"this server has no {SECRET_ENV} set, so it takes Realtime clients on loopback only"
+    return None
+
+
+class RealtimeConnection:
+    """The state of one ``/v1/realtime`` connection (see module doc)."""
+
+    def __init__(self, websocket: WebSocket, service: CaptionService, calls: CallService) -> None:
+        self.websocket = websocket
+        self.service = service
+        self.calls = calls
+        self.beta = websocket.headers.get("openai-beta", "").replace(" ", "") == "realtime=v1"
+        self.events = ServerEvents(beta=self.beta)
+        self._send_lock = asyncio.Lock()
+        self._gone = False
+        self._holds_call = False
+        self.session: RealtimeSession | None = None
+
+    async def send(self, event: dict[str, Any]) -> None:
+        """Send one server event; a client that cannot take it within ``SEND_TIMEOUT_S`` is dropped."""
+        if self._gone:
+            return
+        async with self._send_lock:
+            try:
+                async with asyncio.timeout(SEND_TIMEOUT_S):
+                    await self.websocket.send_text(json.dumps(event, separators=(",", ":")))
+            except (WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
+                self._gone = True
+
+    async def _refuse(self, close_code: int, code: str, message: str) -> None:
+        await self.send(self.events.error(code, message))
+        await self._close(close_code)
+
+    async def _close(self, code: int) -> None:
+        if self._gone or self.websocket.application_state is WebSocketState.DISCONNECTED:
+            return
+        self._gone = True
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.websocket.close(code)
+        except (RuntimeError, OSError, TimeoutError):
+            pass
+
+    def _hold_agent_place(self, wanted: bool) -> None:
+        """Take or give back a place on the agent engines as the session's kind changes."""
+        if wanted and not self._holds_call:
+            try:
+                self.calls.reserve()
+            except CallRefused as exc:
+                raise RealtimeProtocolError(exc.code, exc.message, "session.type") from None
+            self._holds_call = True
+        elif not wanted and self._holds_call:
+            self.calls.release()
+            self._holds_call = False
+
+    async def run(self) -> None:
+        """Serve the connection until it ends; never raises for client behaviour."""
+        await self.websocket.accept()
+        refused = refusal(self.websocket, os.environ.get(SECRET_ENV))
+        if refused is not None:
+            await self._refuse(*refused)
+            return
+        if not self.service.admit():
+            limit = self.service.config.server.max_sessions
+            await self._refuse(1013, "server_busy", f"the server is at its limit of {limit} sessions; retry later")
+            return
+        try:
+            await self._serve()
+        finally:
+            self.service.release()
+            self._hold_agent_place(False)
+
+    async def _serve(self) -> None:
+        query = self.websocket.query_params
+        kind = "transcription" if query.get("intent") == "transcription" else "realtime"
+        if kind == "realtime":
+            try:
+                self._hold_agent_place(True)
+            except RealtimeProtocolError as exc:
+                await self._refuse(1013 if exc.code == "server_busy" else 1008, exc.code, exc.message)
+                return
+        agent_engines = self.calls.engines if not self.calls.unavailable else None
+        prompt = agent_engines.config.agent.system_prompt if agent_engines is not None else ""
+        settings = SessionSettings(kind=kind, model=query.get("model") or "voxline", instructions=prompt)
+        self.session = RealtimeSession(
+            settings, self.events, self.send,
+            caption_engines=self.service.engines, agent_engines=agent_engines,
+            latency=self.calls.latency, track_graph=self.service.metrics.track, retire_graph=self.service.metrics.retire,
+            hold_agent=self._hold_agent_place,
+        )
+        await self.send(self.events.session("session.created", settings, self.session.id))
+        try:
+            await self._read()
+        finally:
+            await self.session.close()
+            await self._close(1000)
+
+    async def _read(self) -> None:
+        assert self.session is not None
+        limit = self.service.config.server.max_message_bytes
+        while not self._gone:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                self._gone = True
+                return
+            text = message.get("text")
+            event_id = None
+            try:
+                if text is None:
+                    raise RealtimeProtocolError("invalid_event", "client events are JSON text messages, not binary")
+                if len(text) > limit:
+                    raise RealtimeProtocolError("message_too_large", f"a client event may be at most {limit} bytes")
+                event = parse_client_event(text)
+                event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+                await self.session.handle(event)
+            except RealtimeProtocolError as exc:
+                await self.send(self.events.error(exc.code, exc.message, param=exc.param, event_id=event_id))
+            except Exception:
+                log.exception("realtime session failed on a client event")
+                await self.send(self.events.error(
+                    "internal_error", "the server failed on this event; the session was ended", event_id=event_id,
+                    kind="server_error",
+                ))
+                return
+
+
+async def realtime_endpoint(websocket: WebSocket) -> None:
+    """Starlette endpoint for ``/v1/realtime``."""
+    await RealtimeConnection(websocket, websocket.app.state.service, websocket.app.state.calls).run()
