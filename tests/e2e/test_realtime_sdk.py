@@ -18,8 +18,8 @@ import pytest
 import websockets
 
 from tests.conftest import running_server
-from tests.e2e.realtime_talk import RATE_HZ, RealtimeTalk, decode_pcm
 from tests.speech_fixtures import normalize, silence, speech
+from voxline.clients.realtime_talk import RATE_HZ, RealtimeTalk, decode_pcm
 from voxline.models.asr import WhisperEngine
 from voxline.pipeline.recipes.agent import AgentEngines
 from voxline.pipeline.recipes.captioner import CaptionEngines

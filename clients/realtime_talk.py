@@ -1,9 +1,10 @@
-"""Driving voxline's ``/v1/realtime`` with the official ``openai`` SDK, as a client would (not a conftest).
+"""Driving voxline's ``/v1/realtime`` with the official ``openai`` SDK, as a client would (tests and bench).
 
 ``RealtimeTalk`` wraps one SDK connection (GA: ``client.realtime``; beta:
 ``client.beta.realtime``): a microphone task streams 20 ms appends at real-time pace
 (the speech queued by ``say``, silence between), and every server event received is
-checked against the SDK's own pydantic models (``violations`` lists any that fail).
+checked against the SDK's own pydantic models (``violations`` lists any that fail,
+``unparsed`` counts messages that are not JSON).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class RealtimeTalk:
         self.adapter = beta_adapter() if beta else ga_adapter()
         self.events: list[dict[str, Any]] = []
         self.violations: list[str] = []
+        self.unparsed = 0
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._pending = bytearray()
         self._mic: asyncio.Task[None] | None = None
@@ -93,7 +95,11 @@ class RealtimeTalk:
     async def _read(self) -> None:
         while True:
             raw = await self.connection.recv_bytes()
-            event = json.loads(raw)
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                self.unparsed += 1
+                continue
             try:
                 self.adapter.validate_python(event)
             except pydantic.ValidationError as exc:

@@ -1,0 +1,271 @@
+"""A Realtime session's conversation: what was heard of an assistant item, and the history the agent reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from voxline.pipeline.agent.history import estimate_tokens
+from voxline.stream.realtime_conversation import Clause, Item, RealtimeConversation
+
+FIRST = "Paris is lovely."
+SECOND = "It has many museums."
+WORDS = f"{FIRST} {SECOND}".split()
+
+
+def _assistant_item() -> Item:
+    return Item(id="item_a", role="assistant", text=f"{FIRST} {SECOND}", audio=True,
+                clauses=[Clause(FIRST, 0.0), Clause(SECOND, 1200.0)], audio_ms=2600.0)
+
+
+# -- heard_at ----------------------------------------------------------------------------
+
+
+def test_nothing_is_heard_at_the_start_of_the_audio() -> None:
+    assert _assistant_item().heard_at(0.0) == ""
+
+
+def test_the_first_clause_is_heard_exactly_when_the_second_starts() -> None:
+    assert _assistant_item().heard_at(1200.0) == FIRST
+
+
+def test_all_words_are_heard_at_the_end_of_the_audio() -> None:
+    item = _assistant_item()
+    assert item.heard_at(2600.0) == f"{FIRST} {SECOND}"
+    assert item.heard_at(10_000.0) == f"{FIRST} {SECOND}"
+
+
+def test_just_before_the_end_the_last_word_is_not_heard() -> None:
+    item = _assistant_item()
+    assert item.heard_at(2590.0) == " ".join(WORDS[:-1])
+    assert item.heard_at(1190.0) == "Paris is"
+
+
+def test_heard_words_are_a_growing_prefix_of_the_items_words() -> None:
+    item = _assistant_item()
+    previous: list[str] = []
+    for ms in range(0, 2601, 5):
+        heard = item.heard_at(float(ms)).split()
+        assert heard == WORDS[:len(heard)], ms
+        assert heard[:len(previous)] == previous, ms
+        previous = heard
+    assert previous == WORDS
+
+
+def test_heard_characters_track_the_audio_played_within_one_word() -> None:
+    # Independent measure: speech runs at a steady rate of characters, so the share of the
+    # item's characters heard should follow the share of its audio played, lagging by at
+    # most one word (the one being spoken) and never running ahead of it.
+    item = _assistant_item()
+    total_chars = len(item.text)
+    one_word = (max(len(word) for word in WORDS) + 2) / total_chars
+    for ms in range(0, 2601):
+        heard = item.heard_at(float(ms))
+        heard_share = len(heard) / total_chars
+        audio_share = ms / item.audio_ms
+        assert audio_share - heard_share < one_word, (ms, heard)
+        assert heard_share <= audio_share + 1 / total_chars, (ms, heard)
+
+
+def test_no_word_is_heard_before_its_clause_has_played_that_far() -> None:
+    # Within each clause, the characters heard never exceed the share of the clause played.
+    item = _assistant_item()
+    spans = [(FIRST, 0.0, 1200.0), (SECOND, 1200.0, 2600.0)]
+    for ms in range(0, 2601):
+        heard = item.heard_at(float(ms)).split()
+        for text, start, end in spans:
+            words = text.split()
+            in_clause = heard[:len(words)]
+            heard = heard[len(words):]
+            played = min(max((ms - start) / (end - start), 0.0), 1.0)
+            share = sum(len(word) + 1 for word in in_clause) / (len(text) + 1)
+            assert share <= played + 0.5 / (end - start), (ms, text, in_clause)
+
+
+def test_an_item_without_clauses_has_heard_nothing() -> None:
+    assert Item(id="item_u", role="user", text="Hello there.").heard_at(5000.0) == ""
+
+
+# -- messages ----------------------------------------------------------------------------
+
+
+def _item(item_id: str, role: str, text: str, *, status: str = "completed", audio: bool = False) -> Item:
+    return Item(id=item_id, role=role, text=text, status=status, audio=audio)
+
+
+def test_messages_start_with_the_system_prompt_and_keep_order() -> None:
+    conversation = RealtimeConversation("Be brief.")
+    conversation.add(_item("u1", "user", "Hi."))
+    conversation.add(_item("a1", "assistant", "Hello! How can I help?"))
+    conversation.add(_item("u2", "user", "What time is it?"))
+    assert conversation.messages() == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi."},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": "What time is it?"},
+    ]
+
+
+def test_system_items_join_the_system_prompt_not_the_turns() -> None:
+    conversation = RealtimeConversation("Be brief.")
+    conversation.add(_item("u1", "user", "Hi."))
+    conversation.add(_item("s1", "system", "The user is called Ana."))
+    conversation.add(_item("s2", "system", ""))
+    conversation.add(_item("s3", "system", "Speak Spanish."))
+    messages = conversation.messages()
+    assert messages[0] == {"role": "system", "content": "Be brief. The user is called Ana. Speak Spanish."}
+    assert messages[1:] == [{"role": "user", "content": "Hi."}]
+
+
+def test_consecutive_items_of_one_role_merge_into_one_message() -> None:
+    conversation = RealtimeConversation("Be brief.")
+    conversation.add(_item("u1", "user", "Tell me about"))
+    conversation.add(_item("u2", "user", "Paris."))
+    conversation.add(_item("a1", "assistant", "Paris is lovely."))
+    conversation.add(_item("a2", "assistant", "It has many museums."))
+    conversation.add(_item("u3", "user", "Thanks."))
+    assert conversation.messages()[1:] == [
+        {"role": "user", "content": "Tell me about Paris."},
+        {"role": "assistant", "content": "Paris is lovely. It has many museums."},
+        {"role": "user", "content": "Thanks."},
+    ]
+
+
+def test_empty_items_are_skipped() -> None:
+    conversation = RealtimeConversation("Be brief.")
+    conversation.add(_item("u1", "user", "Hi."))
+    conversation.add(_item("a1", "assistant", "", status="in_progress", audio=True))
+    conversation.add(_item("u2", "user", "  "))
+    assert conversation.messages() == [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi."},
+    ]
+
+
+def test_oldest_items_go_first_when_over_the_budget() -> None:
+    conversation = RealtimeConversation("Be brief.", budget_tokens=60)
+    for n in range(20):
+        conversation.add(_item(f"u{n}", "user", f"Question number {n} about the city?"))
+        conversation.add(_item(f"a{n}", "assistant", f"Answer number {n} about the city."))
+    messages = conversation.messages()
+    assert messages[0] == {"role": "system", "content": "Be brief."}
+    assert 2 < len(messages) < 41
+    assert messages[-1] == {"role": "assistant", "content": "Answer number 19 about the city."}
+    # What is kept is the newest stretch, in order.
+    kept = [m["content"] for m in messages[1:]]
+    everything = [item.text for item in conversation.items]
+    assert kept == everything[len(everything) - len(kept):]
+    # And it fits the budget (4 tokens a message besides its text).
+    assert sum(estimate_tokens(m["content"]) + 4 for m in messages) <= 60
+
+
+def test_after_trimming_the_history_never_opens_with_an_assistant_message() -> None:
+    for budget in range(20, 120, 3):
+        conversation = RealtimeConversation("Be brief.", budget_tokens=budget)
+        for n in range(6):
+            conversation.add(_item(f"u{n}", "user", f"Q{n}?"))
+            conversation.add(_item(f"a{n}", "assistant", f"A rather long answer, number {n}, about it."))
+        conversation.add(_item("u6", "user", "And then?"))
+        messages = conversation.messages()
+        assert messages[0]["role"] == "system"
+        assert len(messages) > 1, budget
+        assert messages[1]["role"] == "user", budget
+        assert messages[-1] == {"role": "user", "content": "And then?"}
+
+
+def test_a_budget_that_holds_everything_keeps_everything() -> None:
+    conversation = RealtimeConversation("Be brief.", budget_tokens=10_000)
+    for n in range(10):
+        conversation.add(_item(f"u{n}", "user", f"Q{n}?"))
+        conversation.add(_item(f"a{n}", "assistant", f"A{n}."))
+    assert len(conversation.messages()) == 21
+
+
+def test_messages_with_user_appends_the_next_words() -> None:
+    conversation = RealtimeConversation("Be brief.")
+    conversation.add(_item("u1", "user", "Hi."))
+    assert conversation.messages_with_user(" there ")[-1] == {"role": "user", "content": "Hi. there"}
+    conversation.add(_item("a1", "assistant", "Hello."))
+    assert conversation.messages_with_user("Bye.")[-2:] == [
+        {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye."},
+    ]
+
+
+# -- items -------------------------------------------------------------------------------
+
+
+def test_add_appends_and_returns_the_id_before_it() -> None:
+    conversation = RealtimeConversation("")
+    assert conversation.add(_item("i1", "user", "one")) is None
+    assert conversation.add(_item("i2", "user", "two")) == "i1"
+    assert conversation.last_id() == "i2"
+
+
+def test_add_after_an_item_inserts_right_after_it() -> None:
+    conversation = RealtimeConversation("")
+    for name in ("i1", "i2", "i3"):
+        conversation.add(_item(name, "user", name))
+    assert conversation.add(_item("new", "user", "new"), "i1") == "i1"
+    assert [item.id for item in conversation.items] == ["i1", "new", "i2", "i3"]
+    assert conversation.add(_item("end", "user", "end"), "i3") == "i3"
+    assert [item.id for item in conversation.items] == ["i1", "new", "i2", "i3", "end"]
+    assert conversation.index("i2") == 2
+
+
+def test_add_after_an_unknown_item_raises_key_error_and_adds_nothing() -> None:
+    conversation = RealtimeConversation("")
+    conversation.add(_item("i1", "user", "one"))
+    with pytest.raises(KeyError):
+        conversation.add(_item("i2", "user", "two"), "missing")
+    assert [item.id for item in conversation.items] == ["i1"]
+
+
+def test_delete_removes_an_item_and_refuses_unknown_ids() -> None:
+    conversation = RealtimeConversation("")
+    conversation.add(_item("i1", "user", "one"))
+    conversation.add(_item("i2", "user", "two"))
+    assert conversation.delete("missing") is False
+    assert len(conversation.items) == 2
+    assert conversation.delete("i1") is True
+    assert [item.id for item in conversation.items] == ["i2"]
+    assert conversation.get("i1") is None
+    assert conversation.delete("i1") is False
+
+
+def test_deleting_the_speaking_item_stops_it_being_written() -> None:
+    conversation = RealtimeConversation("")
+    speaking = _item("a1", "assistant", "", status="in_progress", audio=True)
+    conversation.add(speaking)
+    conversation.speaking = speaking
+    assert conversation.delete("a1")
+    assert conversation.speaking is None
+
+
+def test_add_agent_writes_only_into_the_speaking_item() -> None:
+    conversation = RealtimeConversation("Be brief.")
+    conversation.add(_item("u1", "user", "Hi."))
+    done = _item("a0", "assistant", "Earlier reply.")
+    conversation.add(done)
+    speaking = _item("a1", "assistant", "", status="in_progress", audio=True)
+    conversation.add(speaking)
+    conversation.speaking = speaking
+    conversation.add_agent("  Hello there!  ")
+    assert speaking.text == "Hello there!"
+    assert done.text == "Earlier reply."
+    user = conversation.get("u1")
+    assert user is not None and user.text == "Hi."
+
+
+def test_add_agent_without_a_speaking_item_changes_nothing() -> None:
+    conversation = RealtimeConversation("Be brief.")
+    conversation.add(_item("u1", "user", "Hi."))
+    conversation.add(_item("a1", "assistant", ""))
+    before = conversation.messages()
+    conversation.add_agent("Hello there!")
+    assert conversation.messages() == before
+    assert [item.text for item in conversation.items] == ["Hi.", ""]
+
+
+def test_add_user_leaves_the_items_to_the_session() -> None:
+    conversation = RealtimeConversation("Be brief.")
+    conversation.add_user("Hi.")
+    assert conversation.items == []
+    assert conversation.messages() == [{"role": "system", "content": "Be brief."}]
