@@ -150,6 +150,7 @@ class RealtimeSession:
         self._input_changed = asyncio.Event()
         self._response: _Response | None = None
         self._text_tasks: set[asyncio.Task[None]] = set()
+        self._requested_replies: set[int] = set()  # replies to response.create: no voice-to-voice turn
         self._closed = False
 
     @property
@@ -220,6 +221,7 @@ class RealtimeSession:
     async def _on_input_audio_buffer_commit(self, event: dict[str, Any]) -> None:
         if not self.started or (self._open is None and not self._speaking and not self._await_final):
             raise RealtimeProtocolError("input_audio_buffer_commit_empty", "the input audio buffer holds no speech")
+        spoken = self._open
         padding = np.zeros(int(COMMIT_PADDING_S * self._input_rate), np.float32)
         audio_in = self._audio_in()
         await audio_in.put(AudioFrame(padding, self._input_rate, self._pts, time.monotonic()))
@@ -234,6 +236,8 @@ class RealtimeSession:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._input_changed.wait(), remaining)
         item = self._open
+        if spoken is not None and item is not spoken and self.conversation.get(spoken.id) is not None:
+            return  # the end of turn came while the padding went through: already committed
         if item is None or not item.heard():
             self._open = None
             raise RealtimeProtocolError("input_audio_buffer_commit_empty", "no speech was heard in the input audio buffer")
@@ -502,7 +506,8 @@ class RealtimeSession:
         elif kind == "user_turn":
             await self._on_user_turn(event)
         elif kind == "turn_latency" and self.latency is not None:
-            self.latency.observe(event, transport="realtime")
+            if event.get("reply") not in self._requested_replies:
+                self.latency.observe(event, transport="realtime")
         elif kind in ("agent_text", "agent_done", "interrupted", "reply_discarded", "error"):
             await self._on_reply_event(event)
 
@@ -618,6 +623,7 @@ class RealtimeSession:
             reply = agent.respond(instructions)
             if reply is None:
                 raise RealtimeProtocolError("conversation_already_has_active_response", "a reply is still in progress")
+            self._requested_replies.add(reply)
             await self._open_response(audio=True, reply=reply)
             return
         response = await self._open_response(audio=False)

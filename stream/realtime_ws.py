@@ -89,6 +89,7 @@ class RealtimeConnection:
         self._send_lock = asyncio.Lock()
         self._gone = False
         self._holds_call = False
+        self._reader: asyncio.Task[Any] | None = None
         self.session: RealtimeSession | None = None
 
     async def send(self, event: dict[str, Any]) -> None:
@@ -99,8 +100,12 @@ class RealtimeConnection:
             try:
                 async with asyncio.timeout(SEND_TIMEOUT_S):
                     await self.websocket.send_text(json.dumps(event, separators=(",", ":")))
-            except (WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
+            except (WebSocketDisconnect, RuntimeError, OSError, TimeoutError) as exc:
                 self._gone = True
+                reader = self._reader
+                if isinstance(exc, TimeoutError) and reader is not None and reader is not asyncio.current_task():
+                    log.info("realtime client dropped: it took no event for %.0f s", SEND_TIMEOUT_S)
+                    reader.cancel()  # it is waiting on a client that no longer reads
 
     async def _refuse(self, close_code: int, code: str, message: str) -> None:
         await self.send(self.events.error(code, message))
@@ -164,9 +169,17 @@ class RealtimeConnection:
             hold_agent=self._hold_agent_place,
         )
         await self.send(self.events.session("session.created", settings, self.session.id))
+        self._reader = asyncio.current_task()
         try:
             await self._read()
+        except asyncio.CancelledError:
+            if not self._gone:
+                raise  # the server is stopping
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # we cancelled it ourselves, for a client that stopped reading
         finally:
+            self._reader = None
             await self.session.close()
             await self._close(1000)
 

@@ -335,3 +335,59 @@ async def test_a_wrong_key_is_refused_when_a_secret_is_set(realtime_server: str,
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
     async with RealtimeTalk.connect(realtime_server, key="s3cret", mic=False) as talk:
         assert (await talk.next("session.created"))["session"]["type"] == "realtime"
+
+
+async def test_g711_in_and_out_a_mulaw_question_gets_an_alaw_answer(
+    realtime_server: str, caption_engines: CaptionEngines
+) -> None:
+    import json
+
+    from voxline.stream.realtime_audio import alaw_decode, ulaw_encode
+
+    question = StreamResampler(16000, 8000).process(speech(QUESTION))
+    mulaw = ulaw_encode((np.clip(question, -1, 1) * 32767).astype(np.int16))
+    quiet = ulaw_encode(np.zeros(160, np.int16))
+    url = realtime_server.replace("http://", "ws://") + "/v1/realtime?model=voxline"
+    async with websockets.connect(url, additional_headers={"Authorization": "Bearer sk-any"}, max_size=None) as ws:
+        assert json.loads(await ws.recv())["type"] == "session.created"
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {
+            "input": {"format": {"type": "audio/pcmu"}, "turn_detection": {"type": "server_vad"}},
+            "output": {"format": {"type": "audio/pcma"}},
+        }}}))
+        updated = json.loads(await ws.recv())
+        assert updated["session"]["audio"]["output"]["format"] == {"type": "audio/pcma"}
+
+        async def microphone() -> None:
+            chunks = [mulaw[i : i + 160] for i in range(0, len(mulaw), 160)]
+            start = time.monotonic()
+            for n in range(10**6):
+                chunk = chunks[n] if n < len(chunks) else quiet
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk).decode()}))
+                await asyncio.sleep(max(0.0, start + (n + 1) * 0.02 - time.monotonic()))
+
+        mic = asyncio.create_task(microphone())
+        reply = bytearray()
+        transcript = ""
+        try:
+            async with asyncio.timeout(60):
+                while True:
+                    event = json.loads(await ws.recv())
+                    if event["type"] == "conversation.item.input_audio_transcription.completed":
+                        transcript = event["transcript"]
+                    elif event["type"] == "response.output_audio.delta":
+                        reply.extend(base64.b64decode(event["delta"]))
+                    elif event["type"] == "response.done":
+                        said = event["response"]["output"][0]["content"][0]["transcript"]
+                        break
+        finally:
+            mic.cancel()
+    assert normalize(transcript) == normalize(QUESTION)
+    audio = alaw_decode(bytes(reply)).astype(np.float32) / 32768.0
+    assert len(audio) > 8000 // 2, "half a second or more of 8 kHz A-law speech"
+    audio16 = StreamResampler(8000, 16000).process(audio)[: 30 * 16000]
+    hypothesis = await caption_engines.recognizer.transcribe(
+        np.ascontiguousarray(audio16, np.float32), final=True, deadline=time.monotonic()
+    )
+    heard_words = set(normalize(" ".join(w.text for w in hypothesis.words)))
+    # telephone audio: 8 kHz, 8 bits; the reply's words still come through
+    assert len(heard_words & set(normalize(said))) >= len(set(normalize(said))) // 2, (heard_words, said)
