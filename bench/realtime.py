@@ -119,11 +119,7 @@ async def run_cancels(url: str, trials: int) -> dict[str, Any]:
     for _ in range(trials):
         async with RealtimeTalk.connect(url, mic=False) as talk:
             await talk.next("session.created")
-            await talk.send({"type": "conversation.item.create", "item": {
-                "type": "message", "role": "user",
-                "content": [{"type": "input_text", "text": "Tell me a long story about a dragon and a knight."}],
-            }})
-            await talk.send({"type": "response.create"})
+            await talk.ask("Tell me a long story about a dragon and a knight.")
             await talk.next("response.output_audio.delta")
             await asyncio.sleep(0.5)
             cancel_at = time.monotonic()

@@ -129,6 +129,14 @@ class RealtimeTalk:
         """Send one client event through the SDK."""
         await self.connection.send(event)
 
+    async def ask(self, text: str, *, respond: bool = True) -> None:
+        """Add a user text message to the conversation, then (``respond``) ask for a response."""
+        await self.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}],
+        }})
+        if respond:
+            await self.send({"type": "response.create"})
+
     async def next(self, *types: str, within_s: float = 30.0) -> dict[str, Any]:
         """The next event of one of ``types`` (others are kept in ``events`` and skipped)."""
         async with asyncio.timeout(within_s):

@@ -161,9 +161,9 @@ class CallService:
         return self.reserved
 
     def reserve(self) -> None:
-        """Hold a place for a session on the agent engines (a Realtime socket); ``CallRefused`` when full.
+        """Hold a place for a session on the agent engines (a call, a Realtime socket); ``CallRefused`` when full.
 
-        Such sessions share ``server.max_calls`` with the calls; ``release`` gives the place back.
+        Calls and Realtime sessions share ``server.max_calls``; ``release`` gives the place back.
         """
         if self.unavailable:
             raise CallRefused(503, "calls_unavailable", self.unavailable)
@@ -171,7 +171,8 @@ class CallService:
         if self.reserved >= limit:
             self.counters.refused_busy += 1
             raise CallRefused(
-                503, "server_busy", f"the server is at its limit of {limit} voice sessions; try again in {RETRY_AFTER_S} s",
+                503, "server_busy",
+                f"the server is at its limit of {limit} live calls and voice sessions; try again in {RETRY_AFTER_S} s",
                 retry_after_s=RETRY_AFTER_S,
             )
         self.reserved += 1
@@ -182,17 +183,7 @@ class CallService:
 
     async def open_call(self, offer: CallOffer) -> dict[str, str]:
         """Start a call for ``offer`` and return the answer (``sdp``, ``type``); ``CallRefused`` if not."""
-        if self.unavailable:
-            raise CallRefused(503, "calls_unavailable", self.unavailable)
-        limit = self.config.server.max_calls
-        if self.reserved >= limit:
-            self.counters.refused_busy += 1
-            raise CallRefused(
-                503, "server_busy",
-                f"the server is at its limit of {limit} live calls; try again in {RETRY_AFTER_S} s",
-                retry_after_s=RETRY_AFTER_S,
-            )
-        self.reserved += 1
+        self.reserve()
         try:
             if offer.mode == "voice_changer" and self.converter is None:
                 self.converter = await self._load_converter()

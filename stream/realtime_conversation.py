@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from voxline.pipeline.agent.history import estimate_tokens
+from voxline.pipeline.agent.history import estimate_tokens, with_user_words
 from voxline.pipeline.agent.playout import estimate_word_ends
 
 MAX_ITEMS = 512
@@ -147,9 +147,4 @@ class RealtimeConversation:
 
     def messages_with_user(self, text: str) -> list[dict[str, str]]:
         """``messages()`` with ``text`` as the user's next words."""
-        messages = self.messages()
-        if messages[-1]["role"] == "user":
-            messages[-1]["content"] += " " + text.strip()
-        else:
-            messages.append({"role": "user", "content": text.strip()})
-        return messages
+        return with_user_words(self.messages(), text)

@@ -25,6 +25,15 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
+def with_user_words(messages: list[dict[str, str]], text: str) -> list[dict[str, str]]:
+    """``messages`` with ``text`` as the user's next words, merged into a trailing user message."""
+    if messages[-1]["role"] == "user":
+        messages[-1]["content"] += " " + text.strip()
+    else:
+        messages.append({"role": "user", "content": text.strip()})
+    return messages
+
+
 class History(Protocol):
     """What the voice agent needs of a history (``Conversation``, or a transport's own record)."""
 
@@ -78,12 +87,7 @@ class Conversation:
 
     def messages_with_user(self, text: str) -> list[dict[str, str]]:
         """``messages()`` plus ``text`` as the user's next words (merged into a trailing user message)."""
-        messages = self.messages()
-        if messages[-1]["role"] == "user":
-            messages[-1]["content"] += " " + text.strip()
-        else:
-            messages.append({"role": "user", "content": text.strip()})
-        return messages
+        return with_user_words(self.messages(), text)
 
     @property
     def turns(self) -> list[dict[str, str]]:

@@ -120,11 +120,7 @@ async def test_response_cancel_stops_the_audio_at_once(realtime_server: str) -> 
 async def test_truncate_after_a_client_side_interruption_keeps_only_what_was_played(realtime_server: str) -> None:
     async with RealtimeTalk.connect(realtime_server) as talk:
         await talk.next("session.created")
-        await talk.send({"type": "conversation.item.create", "item": {
-            "type": "message", "role": "user",
-            "content": [{"type": "input_text", "text": "Describe the city of Rome in three sentences."}],
-        }})
-        await talk.send({"type": "response.create"})
+        await talk.ask("Describe the city of Rome in three sentences.")
         first = await talk.next("response.output_audio.delta")
         await asyncio.sleep(1.2)
         # The client's own VAD heard its user: it stops playback at 600 ms and says so.
@@ -151,11 +147,7 @@ async def test_truncate_after_a_client_side_interruption_keeps_only_what_was_pla
 async def test_talking_over_the_agent_interrupts_it_and_the_item_holds_what_was_heard(realtime_server: str) -> None:
     async with RealtimeTalk.connect(realtime_server) as talk:
         await talk.next("session.created")
-        await talk.send({"type": "conversation.item.create", "item": {
-            "type": "message", "role": "user",
-            "content": [{"type": "input_text", "text": "Tell me a long story about a dragon and a knight."}],
-        }})
-        await talk.send({"type": "response.create"})
+        await talk.ask("Tell me a long story about a dragon and a knight.")
         await talk.next("response.output_audio.delta")
         await asyncio.sleep(1.0)
         talk.say(speech("Stop, tell me about the weather in Paris instead."))
@@ -298,10 +290,7 @@ async def test_each_bad_input_gets_an_error_and_a_concurrent_session_carries_on(
         async with RealtimeTalk.connect(realtime_server, mic=False) as talk:
             await talk.next("session.created")
             await talk.send({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}})
-            await talk.send({"type": "conversation.item.create", "item": {
-                "type": "message", "role": "user", "content": [{"type": "input_text", "text": "What is the capital of France?"}],
-            }})
-            await talk.send({"type": "response.create"})
+            await talk.ask("What is the capital of France?")
             done = await talk.next("response.done", within_s=60)
             assert not talk.violations, talk.violations
             return str(done["response"]["output"][0]["content"][0]["text"])
@@ -391,3 +380,23 @@ async def test_g711_in_and_out_a_mulaw_question_gets_an_alaw_answer(
     heard_words = set(normalize(" ".join(w.text for w in hypothesis.words)))
     # telephone audio: 8 kHz, 8 bits; the reply's words still come through
     assert len(heard_words & set(normalize(said))) >= len(set(normalize(said))) // 2, (heard_words, said)
+
+
+def readme_raw_client() -> str:
+    """The README's raw-socket client, as printed."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    return next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "async def transcribe" in b)
+
+
+async def test_the_readme_raw_socket_client_transcribes_as_printed(realtime_server: str) -> None:
+    from voxline.clients.realtime_talk import pcm24
+
+    block = readme_raw_client()
+    port = realtime_server.rsplit(":", 1)[1]
+    namespace: dict[str, Any] = {}
+    exec(block.replace("127.0.0.1:8000", f"127.0.0.1:{port}"), namespace)  # the README's code, as printed
+    transcript = await namespace["transcribe"](pcm24(np.concatenate([speech(QUESTION), silence(1.5)])))
+    assert normalize(transcript) == normalize(QUESTION)
