@@ -400,3 +400,21 @@ async def test_the_readme_raw_socket_client_transcribes_as_printed(realtime_serv
     exec(block.replace("127.0.0.1:8000", f"127.0.0.1:{port}"), namespace)  # the README's code, as printed
     transcript = await namespace["transcribe"](pcm24(np.concatenate([speech(QUESTION), silence(1.5)])))
     assert normalize(transcript) == normalize(QUESTION)
+
+
+async def test_with_create_response_off_a_turn_is_committed_and_waits_for_response_create(realtime_server: str) -> None:
+    async with RealtimeTalk.connect(realtime_server) as talk:
+        await talk.next("session.created")
+        await talk.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
+            "turn_detection": {"type": "semantic_vad", "eagerness": "high", "create_response": False}}}}})
+        assert (await talk.next("session.updated"))["session"]["audio"]["input"]["turn_detection"]["eagerness"] == "high"
+        talk.say(speech(QUESTION))
+        await talk.next("input_audio_buffer.speech_stopped")
+        completed = await talk.next("conversation.item.input_audio_transcription.completed")
+        assert normalize(completed["transcript"]) == normalize(QUESTION)
+        await asyncio.sleep(1.5)
+        assert not talk.of("response.created"), "no answer until asked"
+        await talk.send({"type": "response.create"})
+        done = await talk.next("response.done")
+        assert done["response"]["status"] == "completed" and talk.of("response.output_audio.delta")
+        assert not talk.violations, talk.violations
