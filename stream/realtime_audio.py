@@ -140,7 +140,7 @@ class RealtimeAudioFormat:
         Raises:
             RealtimeAudioError: any other value.
         """
-        if value not in _BETA_NAMES:
+        if not isinstance(value, str) or value not in _BETA_NAMES:
             raise RealtimeAudioError(f"an audio format is one of {sorted(_BETA_NAMES)}; got {value!r}")
         return cls(_BETA_NAMES[value])
 

@@ -341,7 +341,7 @@ def _modalities(value: Any, param: str) -> tuple[str, ...]:
 
 
 def _beta_modalities(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value or not set(value) <= {"audio", "text"}:
+    if not isinstance(value, list) or not value or not all(m in ("audio", "text") for m in value):
         raise RealtimeProtocolError(
             "invalid_value", "'session.modalities' must be [\"text\", \"audio\"] or [\"text\"]", "session.modalities"
         )

@@ -66,6 +66,10 @@ MAX_FRAME_S = 0.5
 COMMIT_PADDING_S = 1.0
 """Silence pushed after a manual commit: the VAD's hangover plus the recogniser's late tail."""
 COMMIT_TIMEOUT_S = 5.0
+FINAL_TIMEOUT_S = 2.0
+"""An utterance whose final has not come this long after its end had no words (a cough)."""
+EARLY_FINAL_S = 0.5
+"""A final whose words end this close before the VAD's stop is that utterance's (it came early)."""
 MAX_CATCH_UP_FRAMES = 5
 _CLOSE_TIMEOUT_S = 5.0
 EAGERNESS_SCALE = {"high": 0.5, "medium": 1.0, "auto": 1.0, "low": 2.0}
@@ -87,7 +91,9 @@ class _InputItem:
     finals: list[str] = field(default_factory=list)
     stable: str = ""
     emitted: str = ""
-    committed: bool = False
+    stop_s: float = 0.0
+    committed_at: float = 0.0
+    final_end_s: float = -1.0
 
     def heard(self) -> str:
         return " ".join(t for t in [*self.finals, self.stable] if t).strip()
@@ -107,6 +113,8 @@ class _Response:
     status: str = "completed"
     reason: str | None = None
     resampler: StreamResampler | None = None
+    user_item_id: str | None = None
+    """The committed user turn an automatic reply answers (its words go back if the reply is discarded)."""
 
 
 class RealtimeSession:
@@ -124,6 +132,7 @@ class RealtimeSession:
         track_graph: Callable[[Any], None] | None = None,
         retire_graph: Callable[[Any], None] | None = None,
         hold_agent: Callable[[bool], None] | None = None,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.out = events
@@ -134,6 +143,7 @@ class RealtimeSession:
         self._track = track_graph
         self._retire = retire_graph
         self._hold_agent = hold_agent
+        self._on_failure = on_failure
         self.id = new_id("sess")
         default_prompt = agent_engines.config.agent.system_prompt if agent_engines is not None else ""
         self._default_prompt = default_prompt
@@ -146,7 +156,7 @@ class RealtimeSession:
         self._open: _InputItem | None = None
         self._awaiting: deque[_InputItem] = deque()  # committed items still waiting for their final
         self._speaking = False
-        self._await_final = False
+        self._final_due_since: float | None = None  # an utterance ended; its final has not come
         self._input_changed = asyncio.Event()
         self._response: _Response | None = None
         self._text_tasks: set[asyncio.Task[None]] = set()
@@ -219,7 +229,7 @@ class RealtimeSession:
                 await audio_in.put(frame)
 
     async def _on_input_audio_buffer_commit(self, event: dict[str, Any]) -> None:
-        if not self.started or (self._open is None and not self._speaking and not self._await_final):
+        if not self.started or (self._open is None and not self._speaking and not self._final_pending()):
             raise RealtimeProtocolError("input_audio_buffer_commit_empty", "the input audio buffer holds no speech")
         spoken = self._open
         padding = np.zeros(int(COMMIT_PADDING_S * self._input_rate), np.float32)
@@ -227,7 +237,7 @@ class RealtimeSession:
         await audio_in.put(AudioFrame(padding, self._input_rate, self._pts, time.monotonic()))
         self._pts += len(padding)
         deadline = time.monotonic() + COMMIT_TIMEOUT_S
-        while self._speaking or self._await_final:
+        while self._speaking or self._final_pending():
             self._input_changed.clear()
             remaining = deadline - time.monotonic()
             assert remaining > -1.0, "the commit's wait has its own deadline"
@@ -347,14 +357,14 @@ class RealtimeSession:
             raise RealtimeProtocolError("invalid_value", "'audio_end_ms' must be a whole number of ms", "audio_end_ms")
         if event.get("content_index", 0) != 0:
             raise RealtimeProtocolError("invalid_value", "an assistant item here has one content part (0)", "content_index")
-        response = self._response
-        if response is not None and response.item is item:
-            await self._cancel_response(response, "client_cancelled")  # it stopped playing
         if end_ms > item.audio_ms + 1:
             raise RealtimeProtocolError(
                 "invalid_value", f"audio_end_ms {end_ms} is past the item's {item.audio_ms:.0f} ms of audio",
                 "audio_end_ms",
             )
+        response = self._response
+        if response is not None and response.item is item:
+            await self._cancel_response(response, "client_cancelled")  # it stopped playing
         item.text = item.heard_at(end_ms)
         item.audio_ms = float(end_ms)
         item.status = "incomplete"
@@ -373,7 +383,19 @@ class RealtimeSession:
         instructions = options.get("instructions")
         if instructions is not None and not isinstance(instructions, str):
             raise RealtimeProtocolError("invalid_value", "'response.instructions' must be text", "response.instructions")
+        for unsupported in ("conversation", "input", "tools"):
+            if options.get(unsupported) not in (None, "auto", []):
+                raise RealtimeProtocolError(
+                    "unsupported_value", f"voxline answers in the session's conversation; 'response.{unsupported}' is not supported",
+                    f"response.{unsupported}",
+                )
         modalities = options.get("output_modalities", options.get("modalities"))
+        if modalities is not None and (
+            not isinstance(modalities, list) or not modalities or not all(m in ("audio", "text") for m in modalities)
+        ):
+            raise RealtimeProtocolError(
+                "invalid_value", "'response.output_modalities' must be [\"audio\"] or [\"text\"]", "response.output_modalities"
+            )
         audio = self.settings.speaks if modalities is None else "audio" in modalities
         await self._ensure_started()
         await self._start_response(audio=audio, instructions=instructions)
@@ -391,7 +413,7 @@ class RealtimeSession:
             await self._cancel_response(response, "client_cancelled")
             await self._emit("output_audio_buffer.cleared", response_id=response.id)
         else:
-            await self._emit("output_audio_buffer.cleared", response_id=None)
+            raise RealtimeProtocolError("invalid_request", "no audio response is playing: there is nothing to clear")
 
     # -- the graph ---------------------------------------------------------------------
 
@@ -399,8 +421,14 @@ class RealtimeSession:
         if self.started or self._closed:
             return
         turn = self.settings.turn_detection
-        threshold = turn.threshold if turn is not None else None
+        threshold = turn.threshold if turn is not None and turn.type == "server_vad" else None
         if self.settings.kind == "realtime":
+            if self.agent_engines is None:
+                raise RealtimeProtocolError(
+                    "session_unavailable",
+                    "this server takes transcription sessions only (voice calls are off): send session.update "
+                    "with type 'transcription'", "session.type",
+                )
             from voxline.pipeline.recipes.agent import build_agent_session
 
             session = build_agent_session(
@@ -410,13 +438,13 @@ class RealtimeSession:
             self._agent_session = session
             self._configure_agent()
             graph = session.graph
-            self._pump = asyncio.create_task(self._run_agent(), name="voxline-realtime-agent")
+            self._pump = asyncio.create_task(self._guarded(self._run_agent()), name="voxline-realtime-agent")
         else:
             from voxline.pipeline.recipes.captioner import build_caption_graph
 
             self._caption = build_caption_graph(self.caption_engines, vad_threshold=threshold, name="realtime-captions")
             graph = self._caption.graph
-            self._pump = asyncio.create_task(self._run_transcriber(), name="voxline-realtime-transcriber")
+            self._pump = asyncio.create_task(self._guarded(self._run_transcriber()), name="voxline-realtime-transcriber")
         if self._track is not None:
             self._track(graph)
         await graph.start()
@@ -451,6 +479,22 @@ class RealtimeSession:
             )
             agent.turns.uses_audio_model = agent.turn_model is not None
 
+    async def _guarded(self, pump: Awaitable[None]) -> None:
+        """Run the session's pump; if it fails or its graph stops, the client hears of it and the session ends."""
+        try:
+            await pump
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("realtime session failed")
+        if self._closed:
+            return
+        await self.send(self.out.error(
+            "internal_error", "the session's pipeline stopped; the session was ended", kind="server_error",
+        ))
+        if self._on_failure is not None:
+            self._on_failure()
+
     async def _run_agent(self) -> None:
         """Pull the agent's speech at real-time pace, and turn its events into server events, in order."""
         session = self._agent_session
@@ -461,10 +505,13 @@ class RealtimeSession:
             if now >= next_tick:
                 late = 0
                 while next_tick <= now and late < MAX_CATCH_UP_FRAMES:
+                    owner = self._response
                     frame = session.pull(frame_samples)
-                    for event in session.events.drain_nowait():
+                    published = session.events.drain_nowait()  # what this pull did: clause starts, the end
+                    if owner is not None and owner is self._response:
+                        await self._send_audio(frame, session.output_rate_hz, owner)
+                    for event in published:
                         await self._on_agent_event(event)
-                    await self._send_audio(frame, session.output_rate_hz)
                     next_tick += FRAME_S
                     late += 1
                 if next_tick <= now:  # stalled: restart the schedule rather than burst
@@ -483,13 +530,17 @@ class RealtimeSession:
         out = self._caption.captions_out
         while True:
             try:
-                frame = await out.get()
+                frame = await asyncio.wait_for(out.get(), FINAL_TIMEOUT_S / 2)
+            except TimeoutError:
+                await self._expire_awaiting()
+                continue
             except Exception:
                 return
             if isinstance(frame, TranscriptFrame):
                 stable = frame.text if frame.is_final else " ".join(w.text for w in frame.words[: frame.committed])
                 await self._on_input_event({
                     "type": "user_final" if frame.is_final else "user_partial", "text": frame.text, "stable": stable,
+                    "start_s": frame.start_s, "end_s": frame.end_s,
                 })
             elif isinstance(frame, ControlFrame) and frame.kind in (ControlKind.SPEECH_START, ControlKind.SPEECH_STOP):
                 kind = "speech_start" if frame.kind is ControlKind.SPEECH_START else "speech_stop"
@@ -511,9 +562,21 @@ class RealtimeSession:
         elif kind in ("agent_text", "agent_done", "interrupted", "reply_discarded", "error"):
             await self._on_reply_event(event)
 
+    def _final_pending(self) -> bool:
+        since = self._final_due_since
+        return since is not None and time.monotonic() - since < FINAL_TIMEOUT_S
+
+    async def _expire_awaiting(self) -> None:
+        """Complete committed utterances whose final never came (they had no words)."""
+        now = time.monotonic()
+        while self._awaiting and now - self._awaiting[0].committed_at >= FINAL_TIMEOUT_S:
+            item = self._awaiting.popleft()
+            await self._complete_transcription(item, item.heard())
+
     async def _on_input_event(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         vad = self.settings.turn_detection is not None
+        await self._expire_awaiting()
         if kind == "speech_start":
             self._speaking = True
             if self._open is None:
@@ -525,32 +588,53 @@ class RealtimeSession:
                     )
         elif kind == "speech_stop":
             self._speaking = False
-            self._await_final = True
             spoken = self._open
+            early = spoken is not None and spoken.final_end_s >= event["at_s"] - EARLY_FINAL_S
+            self._final_due_since = None if early else time.monotonic()
             if self.settings.kind == "transcription" and vad and spoken is not None:
                 self._open = None
-                self._awaiting.append(spoken)
+                spoken.stop_s, spoken.committed_at = event["at_s"], time.monotonic()
                 await self._commit_user(spoken, None, audio_end_ms=event["at_s"] * 1000, vad=True)
+                if early:
+                    await self._complete_transcription(spoken, spoken.heard())
+                else:
+                    self._awaiting.append(spoken)
         elif kind == "user_partial":
             item = self._open
             if item is not None and vad:
                 item.stable = event.get("stable") or ""
                 await self._transcription_delta(item)
         elif kind == "user_final":
-            self._await_final = False
-            text = (event.get("text") or "").strip()
-            if self.settings.kind == "transcription" and self._awaiting:
-                item = self._awaiting.popleft()
+            await self._on_final(event, vad=vad)
+        self._input_changed.set()
+
+    async def _on_final(self, event: dict[str, Any], *, vad: bool) -> None:
+        """A final goes to the utterance it was spoken in: a committed one still waiting, or the open one."""
+        text = (event.get("text") or "").strip()
+        start_s = float(event.get("start_s", 0.0))
+        end_s = float(event.get("end_s", start_s))
+        owner = next((item for item in self._awaiting if start_s < item.stop_s + 0.05), None)
+        if owner is None:
+            self._final_due_since = None
+            item = self._open
+            if item is not None:
                 item.finals.append(text)
                 item.stable = ""
-                await self._transcription_delta(item)
-                await self._complete_transcription(item, item.heard())
-            elif self._open is not None:
-                self._open.finals.append(text)
-                self._open.stable = ""
+                item.final_end_s = max(item.final_end_s, end_s)
                 if vad:
-                    await self._transcription_delta(self._open)
-        self._input_changed.set()
+                    await self._transcription_delta(item)
+            return
+        while self._awaiting:  # those before it never got a final: they had no words
+            item = self._awaiting.popleft()
+            if item is owner:
+                break
+            await self._complete_transcription(item, item.heard())
+        owner.finals.append(text)
+        owner.stable = ""
+        await self._transcription_delta(owner)
+        await self._complete_transcription(owner, owner.heard())
+        if not self._awaiting:
+            self._final_due_since = None
 
     async def _transcription_delta(self, item: _InputItem) -> None:
         heard = item.heard()
@@ -600,12 +684,18 @@ class RealtimeSession:
         if self.settings.turn_detection is None:
             return  # push to talk: the client's commit ends the turn
         item = self._open or _InputItem(new_id("item"), event.get("speech_end_s", 0.0) * 1000)
-        self._await_final = False
+        self._final_due_since = None
         await self._commit_user(item, event.get("text") or "", audio_end_ms=event.get("speech_end_s", 0.0) * 1000, vad=True)
         reply = event.get("reply")
+        if reply is None and not (self.settings.turn_detection.create_response and not self.settings.speaks):
+            return
+        active = self._response
+        if active is not None:  # a text reply still streaming: the new turn supersedes it
+            await self._cancel_response(active, "turn_detected")
         if reply is not None:
-            await self._open_response(audio=True, reply=reply)
-        elif self.settings.turn_detection.create_response and not self.settings.speaks:
+            response = await self._open_response(audio=True, reply=reply)
+            response.user_item_id = item.id
+        else:
             await self._start_response(audio=False)
 
     async def _maybe_respond(self) -> None:
@@ -653,9 +743,8 @@ class RealtimeSession:
                          content_index=0, part=self.out.part(audio=audio))
         return response
 
-    async def _send_audio(self, frame: FloatAudio, rate_hz: int) -> None:
-        response = self._response
-        if response is None or not response.audio or response.resampler is None:
+    async def _send_audio(self, frame: FloatAudio, rate_hz: int, response: _Response) -> None:
+        if not response.audio or response.resampler is None:
             return
         if not response.audio_started:
             if not np.any(frame):
@@ -673,11 +762,11 @@ class RealtimeSession:
         if kind == "reply_discarded":
             # The user went on before the reply played: the agent puts the turn's words back
             # in front of what comes next, so its item goes and the next turn holds them all.
-            user_item = self.conversation.items[-2] if len(self.conversation.items) >= 2 else None
             if response is not None and response.reply == event.get("reply"):
                 await self._finish_response(response, "cancelled", "turn_detected")
-                if user_item is not None and user_item.role == "user" and self.conversation.delete(user_item.id):
-                    await self._emit("conversation.item.deleted", item_id=user_item.id)
+                user_item = response.user_item_id
+                if user_item is not None and self.conversation.delete(user_item):
+                    await self._emit("conversation.item.deleted", item_id=user_item)
             return
         if response is None or response.reply is None or response.reply != event.get("reply"):
             return
@@ -733,10 +822,10 @@ class RealtimeSession:
     async def _cancel_response(self, response: _Response, reason: str) -> None:
         if response.audio:
             agent = self._agent()
-            if agent is not None and await agent.interrupt("cancelled"):
-                # The agent's ``interrupted`` event finishes the response; handle it now, in order.
-                for event in self._agent_session.events.drain_nowait():
-                    await self._on_agent_event(event)
+            if agent is not None:
+                # Cut at what was heard (the agent writes it into the item before returning);
+                # its ``interrupted`` event then finds no response of its reply and is ignored.
+                await agent.interrupt("cancelled")
             await self._finish_response(response, "cancelled", reason)
             return
         task = response.task

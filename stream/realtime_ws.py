@@ -27,6 +27,7 @@ graph or reservation outlives the connection.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import ipaddress
 import json
 import logging
@@ -64,7 +65,7 @@ def refusal(websocket: WebSocket, secret: str | None) -> tuple[int, str, str] | 
     """Why this client may not connect (close code, error code, message), or None."""
     key = bearer_key(websocket)
     if secret:
-        if key != secret:
+        if key is None or not hmac.compare_digest(key.encode(), secret.encode()):
             return 4401, "invalid_api_key", "the Bearer key is not valid for this server"
         return None
     host = websocket.client.host if websocket.client else ""
@@ -90,6 +91,8 @@ class RealtimeConnection:
         self._gone = False
         self._holds_call = False
         self._reader: asyncio.Task[Any] | None = None
+        self._failed = False
+        self._closing = False
         self.session: RealtimeSession | None = None
 
     async def send(self, event: dict[str, Any]) -> None:
@@ -97,6 +100,8 @@ class RealtimeConnection:
         if self._gone:
             return
         async with self._send_lock:
+            if self._gone:  # went while this send waited its turn
+                return
             try:
                 async with asyncio.timeout(SEND_TIMEOUT_S):
                     await self.websocket.send_text(json.dumps(event, separators=(",", ":")))
@@ -112,14 +117,21 @@ class RealtimeConnection:
         await self._close(close_code)
 
     async def _close(self, code: int) -> None:
-        if self._gone or self.websocket.application_state is WebSocketState.DISCONNECTED:
+        if self._closing or self.websocket.application_state is WebSocketState.DISCONNECTED:
             return
+        self._closing = True
         self._gone = True
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await self.websocket.close(code)
         except (RuntimeError, OSError, TimeoutError):
             pass
+
+    def _end_after_failure(self) -> None:
+        """The session's pipeline failed (it told the client): stop reading, so the connection closes."""
+        self._failed = True
+        if self._reader is not None:
+            self._reader.cancel()
 
     def _hold_agent_place(self, wanted: bool) -> None:
         """Take or give back a place on the agent engines as the session's kind changes."""
@@ -157,8 +169,10 @@ class RealtimeConnection:
             try:
                 self._hold_agent_place(True)
             except RealtimeProtocolError as exc:
-                await self._refuse(1013 if exc.code == "server_busy" else 1008, exc.code, exc.message)
-                return
+                if exc.code == "server_busy":
+                    await self._refuse(1013, exc.code, exc.message)
+                    return
+                # calls are off on this server: the session works once it becomes a transcription
         agent_engines = self.calls.engines if not self.calls.unavailable else None
         prompt = agent_engines.config.agent.system_prompt if agent_engines is not None else ""
         settings = SessionSettings(kind=kind, model=query.get("model") or "voxline", instructions=prompt)
@@ -166,14 +180,14 @@ class RealtimeConnection:
             settings, self.events, self.send,
             caption_engines=self.service.engines, agent_engines=agent_engines,
             latency=self.calls.latency, track_graph=self.service.metrics.track, retire_graph=self.service.metrics.retire,
-            hold_agent=self._hold_agent_place,
+            hold_agent=self._hold_agent_place, on_failure=self._end_after_failure,
         )
         await self.send(self.events.session("session.created", settings, self.session.id))
         self._reader = asyncio.current_task()
         try:
             await self._read()
         except asyncio.CancelledError:
-            if not self._gone:
+            if not (self._gone or self._failed):
                 raise  # the server is stopping
             task = asyncio.current_task()
             if task is not None:
@@ -181,7 +195,7 @@ class RealtimeConnection:
         finally:
             self._reader = None
             await self.session.close()
-            await self._close(1000)
+            await self._close(1011 if self._failed else 1000)
 
     async def _read(self) -> None:
         assert self.session is not None
@@ -209,6 +223,7 @@ class RealtimeConnection:
                     "internal_error", "the server failed on this event; the session was ended", event_id=event_id,
                     kind="server_error",
                 ))
+                self._failed = True
                 return
 
 

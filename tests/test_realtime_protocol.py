@@ -270,6 +270,8 @@ def test_a_bad_ga_field_is_refused_naming_that_field(session: dict[str, Any], pa
     ({"turn_detection": {"type": "server_vad", "threshold": 2.0}}, "session.turn_detection.threshold"),
     ({"modalities": ["video"]}, "session.modalities"),
     ({"max_response_output_tokens": 0}, "session.max_response_output_tokens"),
+    ({"input_audio_format": {"type": "audio/pcm"}}, "session.input_audio_format"),  # the GA shape, sent as beta
+    ({"modalities": [["audio"]]}, "session.modalities"),
 ])
 def test_a_bad_beta_field_is_refused_naming_that_field(session: dict[str, Any], param: str) -> None:
     with pytest.raises(RealtimeProtocolError) as caught:

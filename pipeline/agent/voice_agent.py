@@ -231,7 +231,7 @@ class VoiceAgent:
             else:
                 self._over_agent_since_s = None
             reply = self._reply
-            if reply is not None and not reply.audio_started:
+            if reply is not None and not reply.audio_started and (reply.held or self.settings.interruptible):
                 await self._discard_reply(reply)
             self.barge_in.user_speech_start(self._now_s)
             await self._act(self.barge_in.user_audio(self._now_s), reason="long_speech")
@@ -249,6 +249,7 @@ class VoiceAgent:
             "type": "user_final" if frame.is_final else "user_partial",
             "utterance": frame.utterance, "text": text,
             "stable": text if frame.is_final else " ".join(w.text for w in frame.words[: frame.committed]),
+            "start_s": frame.start_s, "end_s": frame.end_s,
         })
         if frame.is_final:
             if text.strip():
@@ -430,7 +431,8 @@ class VoiceAgent:
         """The user went on speaking before the reply played: drop it, keep their words."""
         self._reply = None
         self.playout.flush()
-        self.turns.retract(reply.turn)
+        if reply.turn.text:  # a reply to ``respond`` answered no turn of its own
+            self.turns.retract(reply.turn)
         if not reply.held:  # a reply still held was never announced
             self.events.publish({"type": "reply_discarded", "reply": reply.id})
         await self._cancel(reply)

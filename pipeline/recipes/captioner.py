@@ -78,7 +78,7 @@ def make_vad_stage(
     """
     vad_cfg = engines.vad
     opening = vad_cfg.threshold if threshold is None else threshold
-    closing = min(vad_cfg.neg_threshold, max(0.0, opening - (vad_cfg.threshold - vad_cfg.neg_threshold)))
+    closing = opening * vad_cfg.neg_threshold / vad_cfg.threshold  # the configured ratio, never 0
     return VadStage(
         SileroVadStream(engines.vad_model),
         SpeechSegmenter(

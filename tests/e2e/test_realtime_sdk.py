@@ -280,6 +280,11 @@ BAD_EVENTS: list[tuple[str, Any, str]] = [
     ("a function call item", {"type": "conversation.item.create", "event_id": "ev_8",
                               "item": {"type": "function_call", "name": "f"}}, "unsupported_item"),
     ("binary frame", b"\x00\x01", "invalid_event"),
+    ("modalities of the wrong type", {"type": "response.create", "event_id": "ev_9",
+                                      "response": {"output_modalities": [5]}}, "invalid_value"),
+    ("a response outside the conversation", {"type": "response.create", "event_id": "ev_10",
+                                             "response": {"conversation": "none"}}, "unsupported_value"),
+    ("clearing audio when none plays", {"type": "output_audio_buffer.clear", "event_id": "ev_11"}, "invalid_request"),
 ]
 
 
