@@ -73,10 +73,18 @@ async def spoken_turn(talk: RealtimeTalk, audio: np.ndarray) -> dict[str, Any]:
     """Say ``audio`` and wait for the answer; the turn's figures."""
     before = len(talk.events)
     said_at = talk.say(audio)
-    async with asyncio.timeout(TURN_TIMEOUT_S):
-        stopped = await talk.next("input_audio_buffer.speech_stopped", within_s=TURN_TIMEOUT_S)
-        first = await talk.next("response.output_audio.delta", within_s=TURN_TIMEOUT_S)
-        done = await talk.next("response.done", within_s=TURN_TIMEOUT_S)
+    waiting = "input_audio_buffer.speech_stopped"
+    try:
+        async with asyncio.timeout(TURN_TIMEOUT_S):
+            stopped = await talk.next(waiting, within_s=TURN_TIMEOUT_S)
+            waiting = "response.output_audio.delta"
+            first = await talk.next(waiting, within_s=TURN_TIMEOUT_S)
+            waiting = "response.done"
+            done = await talk.next(waiting, within_s=TURN_TIMEOUT_S)
+    except TimeoutError:
+        seen = [e["type"] for e in talk.events[before:] if not e["type"].endswith(".delta")]
+        print(f"turn not answered: waited for {waiting}; saw {seen}", file=sys.stderr)
+        raise
     await asyncio.sleep(0.5)
     new = talk.events[before:]
     transcript = next((e["transcript"] for e in new if e["type"] == "conversation.item.input_audio_transcription.completed"), "")

@@ -42,7 +42,7 @@ __all__ = [
 
 MAX_INSTRUCTIONS_CHARS = 16000
 MAX_OUTPUT_TOKENS = 1024
-"""The most tokens one reply may take here ("inf" means this)."""
+"""The most tokens one reply may take here, whatever a client asks."""
 EAGERNESS = ("low", "medium", "high", "auto")
 _BETA_EVENT_NAMES = {
     "conversation.item.added": "conversation.item.created",
@@ -193,9 +193,9 @@ class SessionSettings:
         """True when replies are audio (with a transcript), False for text replies."""
         return "audio" in self.output_modalities
 
-    def reply_tokens(self) -> int:
-        """The token budget of one reply."""
-        return MAX_OUTPUT_TOKENS if self.max_output_tokens == "inf" else int(self.max_output_tokens)
+    def reply_tokens(self, default: int) -> int:
+        """The token budget of one reply: ``default`` (the server's ``agent.max_reply_tokens``) for "inf"."""
+        return default if self.max_output_tokens == "inf" else min(MAX_OUTPUT_TOKENS, int(self.max_output_tokens))
 
     # -- reading -------------------------------------------------------------------
 

@@ -464,7 +464,7 @@ class RealtimeSession:
             agent.settings,
             auto_reply=turn is not None and turn.create_response and self.settings.speaks,
             interruptible=turn is not None and turn.interrupt_response,
-            max_reply_tokens=self.settings.reply_tokens(),
+            max_reply_tokens=self.settings.reply_tokens(self.agent_engines.config.agent.max_reply_tokens),
         )
         configured = self.agent_engines.config.agent
         if turn is not None and turn.type == "server_vad":
@@ -505,6 +505,8 @@ class RealtimeSession:
             if now >= next_tick:
                 late = 0
                 while next_tick <= now and late < MAX_CATCH_UP_FRAMES:
+                    for event in session.events.drain_nowait():  # the graph's, since the last one
+                        await self._on_agent_event(event)  # (a user_turn opens the response this frame is of)
                     owner = self._response
                     frame = session.pull(frame_samples)
                     published = session.events.drain_nowait()  # what this pull did: clause starts, the end
@@ -690,8 +692,10 @@ class RealtimeSession:
         if reply is None and not (self.settings.turn_detection.create_response and not self.settings.speaks):
             return
         active = self._response
-        if active is not None:  # a text reply still streaming: the new turn supersedes it
+        if active is not None and not active.audio:  # a text reply still streaming: the new turn supersedes it
             await self._cancel_response(active, "turn_detected")
+        elif active is not None:  # the agent has moved on to this turn: that reply is over
+            await self._finish_response(active, "cancelled", "turn_detected")
         if reply is not None:
             response = await self._open_response(audio=True, reply=reply)
             response.user_item_id = item.id
@@ -822,7 +826,7 @@ class RealtimeSession:
     async def _cancel_response(self, response: _Response, reason: str) -> None:
         if response.audio:
             agent = self._agent()
-            if agent is not None:
+            if agent is not None and agent.current_reply == response.reply:
                 # Cut at what was heard (the agent writes it into the item before returning);
                 # its ``interrupted`` event then finds no response of its reply and is ignored.
                 await agent.interrupt("cancelled")
@@ -837,7 +841,7 @@ class RealtimeSession:
     async def _run_text(self, response: _Response, messages: list[dict[str, str]]) -> None:
         llm = self.agent_engines.llm
         try:
-            stream = llm.stream(messages, max_tokens=self.settings.reply_tokens())
+            stream = llm.stream(messages, max_tokens=self.settings.reply_tokens(self.agent_engines.config.agent.max_reply_tokens))
             try:
                 async for piece in stream:
                     response.transcript += piece

@@ -124,8 +124,8 @@ class RealtimeConnection:
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await self.websocket.close(code)
-        except (RuntimeError, OSError, TimeoutError):
-            pass
+        except (WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
+            pass  # the client is gone already
 
     def _end_after_failure(self) -> None:
         """The session's pipeline failed (it told the client): stop reading, so the connection closes."""

@@ -183,7 +183,8 @@ def test_beta_session_update_applies_the_flat_fields() -> None:
     assert settings.input_format == RealtimeAudioFormat("audio/pcmu")
     assert settings.turn_detection == TurnDetection(type="semantic_vad", eagerness="high")
     assert settings.output_modalities == ("text",)
-    assert settings.max_output_tokens == 200 and settings.reply_tokens() == 200
+    assert settings.max_output_tokens == 200 and settings.reply_tokens(64) == 200
+    assert SessionSettings().reply_tokens(64) == 64, "'inf' is the server's own reply length"
     assert settings.instructions == "Talk like a pirate."
     assert settings.voice == "ash"
     assert settings.echoed["temperature"] == 0.6

@@ -172,6 +172,11 @@ class VoiceAgent:
     # -- listening side (called by ConversationStage) -----------------------------
 
     @property
+    def current_reply(self) -> int | None:
+        """The id of the reply in flight (prepared, generating or playing), or None."""
+        return self._reply.id if self._reply is not None else None
+
+    @property
     def speaking(self) -> bool:
         """True while a reply's audio has started and not finished or been interrupted."""
         return self._reply is not None and self._reply.audio_started
