@@ -28,7 +28,7 @@ import dataclasses
 import itertools
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -215,16 +215,13 @@ class SessionSettings:
         audio = _object(session.get("audio") or {}, "session.audio")
         audio_in = _object(audio.get("input") or {}, "session.audio.input")
         audio_out = _object(audio.get("output") or {}, "session.audio.output")
-        if "format" in audio_in:
-            changes["input_format"] = _format(audio_in["format"], "session.audio.input.format", beta=False)
-        if "format" in audio_out:
-            changes["output_format"] = _format(audio_out["format"], "session.audio.output.format", beta=False)
-        if "turn_detection" in audio_in:
-            changes["turn_detection"] = TurnDetection.read(audio_in["turn_detection"], "session.audio.input.turn_detection")
-        if "transcription" in audio_in:
-            changes["transcription"] = _transcription(audio_in["transcription"], "session.audio.input.transcription")
-        if "voice" in audio_out:
-            changes["voice"] = _voice(audio_out["voice"], "session.audio.output.voice")
+        _read_fields(audio_in, "session.audio.input", changes, (
+            ("format", "input_format", _ga_format), ("turn_detection", "turn_detection", TurnDetection.read),
+            ("transcription", "transcription", _transcription),
+        ))
+        _read_fields(audio_out, "session.audio.output", changes, (
+            ("format", "output_format", _ga_format), ("voice", "voice", _voice),
+        ))
         echoed = dict(self.echoed)
         for key in ("noise_reduction",):
             if key in audio_in:
@@ -242,22 +239,13 @@ class SessionSettings:
         session = _object(session, "session")
         changes: dict[str, Any] = {"kind": "transcription" if transcription else self.kind}
         self._read_common(session, changes, prefix="session")
-        if "modalities" in session:
-            changes["output_modalities"] = _beta_modalities(session["modalities"])
-        if "input_audio_format" in session:
-            changes["input_format"] = _format(session["input_audio_format"], "session.input_audio_format", beta=True)
-        if "output_audio_format" in session:
-            changes["output_format"] = _format(session["output_audio_format"], "session.output_audio_format", beta=True)
-        if "turn_detection" in session:
-            changes["turn_detection"] = TurnDetection.read(session["turn_detection"], "session.turn_detection")
-        if "input_audio_transcription" in session:
-            changes["transcription"] = _transcription(
-                session["input_audio_transcription"], "session.input_audio_transcription"
-            )
-        if "voice" in session:
-            changes["voice"] = _voice(session["voice"], "session.voice")
-        if "max_response_output_tokens" in session:
-            changes["max_output_tokens"] = _max_tokens(session["max_response_output_tokens"], "session.max_response_output_tokens")
+        _read_fields(session, "session", changes, (
+            ("modalities", "output_modalities", _beta_modalities),
+            ("input_audio_format", "input_format", _beta_format), ("output_audio_format", "output_format", _beta_format),
+            ("turn_detection", "turn_detection", TurnDetection.read),
+            ("input_audio_transcription", "transcription", _transcription), ("voice", "voice", _voice),
+            ("max_response_output_tokens", "max_output_tokens", _max_tokens),
+        ))
         echoed = dict(self.echoed)
         for key in ("tools", "tool_choice", "temperature", "input_audio_noise_reduction", "include", "tracing"):
             if key in session:
@@ -334,17 +322,35 @@ class SessionSettings:
         }
 
 
+Reader = Callable[[Any, str], Any]
+
+
+def _read_fields(
+    source: Mapping[str, Any], prefix: str, changes: dict[str, Any], fields: tuple[tuple[str, str, Reader], ...]
+) -> None:
+    """For each (key, setting, reader) present in ``source``: ``changes[setting] = reader(value, param)``."""
+    for key, setting, reader in fields:
+        if key in source:
+            changes[setting] = reader(source[key], f"{prefix}.{key}")
+
+
+def _ga_format(value: Any, param: str) -> RealtimeAudioFormat:
+    return _format(value, param, beta=False)
+
+
+def _beta_format(value: Any, param: str) -> RealtimeAudioFormat:
+    return _format(value, param, beta=True)
+
+
 def _modalities(value: Any, param: str) -> tuple[str, ...]:
     if value not in (["audio"], ["text"]):
         raise RealtimeProtocolError("invalid_value", f"'{param}' must be [\"audio\"] or [\"text\"]", param)
     return tuple(value)
 
 
-def _beta_modalities(value: Any) -> tuple[str, ...]:
+def _beta_modalities(value: Any, param: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or not all(m in ("audio", "text") for m in value):
-        raise RealtimeProtocolError(
-            "invalid_value", "'session.modalities' must be [\"text\", \"audio\"] or [\"text\"]", "session.modalities"
-        )
+        raise RealtimeProtocolError("invalid_value", f"'{param}' must be [\"text\", \"audio\"] or [\"text\"]", param)
     return ("audio",) if "audio" in value else ("text",)
 
 

@@ -237,14 +237,10 @@ class RealtimeSession:
         await audio_in.put(AudioFrame(padding, self._input_rate, self._pts, time.monotonic()))
         self._pts += len(padding)
         deadline = time.monotonic() + COMMIT_TIMEOUT_S
-        while self._speaking or self._final_pending():
+        while (self._speaking or self._final_pending()) and time.monotonic() < deadline:
             self._input_changed.clear()
-            remaining = deadline - time.monotonic()
-            assert remaining > -1.0, "the commit's wait has its own deadline"
-            if remaining <= 0:
-                break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._input_changed.wait(), remaining)
+                await asyncio.wait_for(self._input_changed.wait(), deadline - time.monotonic())
         item = self._open
         if spoken is not None and item is not spoken and self.conversation.get(spoken.id) is not None:
             return  # the end of turn came while the padding went through: already committed
