@@ -72,6 +72,7 @@ class CallClient:
         self.session = session or {}
         self.on_audio = on_audio
         self.pc = aiortc.RTCPeerConnection()
+        self.session_id: str | None = None  # set by the answer
         self.mic = microphone_track(microphone)
         self.pc.addTrack(self.mic)
         release_audio_on_arrival(self.pc)  # the caller's speaker buffer smooths playback instead
@@ -147,7 +148,9 @@ class CallClient:
                 code, message = "http_error", response.text[:200]
             retry = response.headers.get("Retry-After")
             raise CallRefusedError(response.status_code, code, message, float(retry) if retry else None)
-        await self.pc.setRemoteDescription(aiortc.RTCSessionDescription(**response.json()))
+        answer = response.json()
+        self.session_id = answer.get("session_id")  # the call's captions: /v1/sessions/{id}/captions
+        await self.pc.setRemoteDescription(aiortc.RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
         try:
             await asyncio.wait_for(self._opened.wait(), timeout_s)
         except TimeoutError as exc:

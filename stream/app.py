@@ -3,7 +3,13 @@
 Routes: ``/`` (the browser call page, ``clients/web``), ``/healthz``, ``/metrics``,
 ``/v1/captions`` (WebSocket captions), ``/v1/realtime`` (the OpenAI-Realtime protocol,
 ``realtime_ws``), ``POST /v1/webrtc/offer`` (voice calls),
-``GET /v1/vc/voices`` (the voice changer's presets and ranges, for a client's controls).
+``GET /v1/vc/voices`` (the voice changer's presets and ranges, for a client's controls),
+``POST /v1/tokens`` (``auth``), and the routes across sessions and nodes
+(``viewers``: ``/v1/sessions/{id}/captions``, ``/v1/sessions/{id}/transcript``,
+``/watch/{id}``, ``POST /v1/sessions``, ``/v1/nodes``).
+
+Access: with ``server.secret`` (``VOXLINE_SECRET``) every route but ``/healthz`` and the
+static page files checks a token (``auth``); without one the server binds loopback only.
 
 ``create_app(config)`` returns a Starlette app whose lifespan loads the shared engines
 once (or uses ``engines`` / ``agent_engines`` passed in, e.g. by tests) and releases
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,11 +37,21 @@ from voxline import __version__
 from voxline.config import Config
 from voxline.pipeline.recipes.captioner import CaptionEngines
 
+from .auth import AccessPolicy, AuthError, Need, check_request, refusal_response, tokens_endpoint
+from .bus import NodeBus, claim_session
 from .calls import CallOffer, CallRefused, CallService
 from .captions_ws import captions_endpoint
 from .metrics_http import metrics_registry, render_metrics
 from .realtime_ws import realtime_endpoint
 from .service import CaptionService
+from .viewers import (
+    ViewerCount,
+    nodes_endpoint,
+    place_session_endpoint,
+    session_captions_endpoint,
+    transcript_endpoint,
+    watch_page,
+)
 
 WEB_PAGE_DIR = Path(__file__).resolve().parent.parent / "clients" / "web"
 MAX_OFFER_BYTES = 64 * 1024
@@ -43,14 +60,43 @@ WS_HARD_LIMIT_FACTOR = 4
 below it, oversized messages get voxline's own error event."""
 
 
+LOOPBACK_HOST = "127.0.0.1"
+
+
+def bind_host(config: Config) -> str:
+    """The address to bind: the configured host with a secret, loopback without one."""
+    return config.server.host if config.server.secret else LOOPBACK_HOST
+
+
+def node_report(service: CaptionService, calls: CallService, bus: NodeBus) -> dict[str, Any]:
+    """This node's load, as the registry and placement read it."""
+    server = service.config.server
+    calls_live = calls.active_calls
+    reason = service.headroom()
+    return {
+        "node_id": bus.node_id,
+        "sessions": service.active_sessions,
+        "max_sessions": server.max_sessions,
+        "calls": calls_live,
+        "max_calls": server.max_calls,
+        "cpu_load": round(service.cpu.value, 3),
+        "max_cpu_load": server.max_cpu_load,
+        "headroom": not reason,
+        "call_headroom": not reason and not calls.unavailable and calls_live < server.max_calls,
+        "session_ids": [log.id for log in bus.local.live_sessions()],
+    }
+
+
 async def healthz(request: Request) -> JSONResponse:
-    """Liveness and load: status, version, sessions, uptime."""
+    """Liveness and load: status, version, node, sessions, uptime (open: probes carry no token)."""
     service: CaptionService = request.app.state.service
     calls: CallService = request.app.state.calls
     return JSONResponse(
         {
             "status": "ok",
             "version": __version__,
+            "node_id": request.app.state.bus.node_id,
+            "cpu_load": round(service.cpu.value, 3),
             "sessions": service.active_sessions,
             "graphs": service.metrics.live_graphs,
             "max_sessions": service.config.server.max_sessions,
@@ -84,6 +130,10 @@ async def webrtc_offer(request: Request) -> JSONResponse:
     """``POST /v1/webrtc/offer``: start a voice call; the answer, or a clear refusal."""
     calls: CallService = request.app.state.calls
     try:
+        session_id, owner = claim_session(request)
+    except AuthError as refused:
+        return refusal_response(refused)
+    try:
         body = await request.body()
         if len(body) > MAX_OFFER_BYTES:
             raise CallRefused(413, "bad_offer", f"the offer is over {MAX_OFFER_BYTES} bytes")
@@ -91,7 +141,13 @@ async def webrtc_offer(request: Request) -> JSONResponse:
             decoded: Any = json.loads(body)
         except ValueError as exc:
             raise CallRefused(400, "bad_offer", f"the body is not JSON: {exc}") from exc
-        answer = await calls.open_call(CallOffer.parse(decoded))
+        offer = CallOffer.parse(decoded)
+        if offer.mode == "agent":
+            try:
+                check_request(request, Need.agent())
+            except AuthError as refused:
+                return refusal_response(refused)
+        answer = await calls.open_call(offer, owner, session_id)
     except CallRefused as refusal:
         headers = {"Retry-After": str(refusal.retry_after_s)} if refusal.retry_after_s is not None else None
         return JSONResponse(
@@ -101,7 +157,11 @@ async def webrtc_offer(request: Request) -> JSONResponse:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus text exposition."""
+    """Prometheus text exposition (an admin token when tokens are on)."""
+    try:
+        check_request(request, Need.admin())
+    except AuthError as refused:
+        return refusal_response(refused)
     return Response(render_metrics(request.app.state.metrics_registry), media_type="text/plain; version=0.0.4")
 
 
@@ -114,15 +174,20 @@ def create_app(config: Config, engines: CaptionEngines | None = None, agent_engi
     """
     service = CaptionService(config, engines)
     calls = CallService(config, agent_engines)
+    bus = NodeBus(config, lambda: node_report(service, calls, bus))
+    calls.sessions = service
+    calls.bus = bus
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await service.start()
         try:
             await calls.start(service.engines)
+            await bus.start()
             yield
         finally:
             await calls.close()
+            await bus.close()
             await service.close()
 
     app = Starlette(
@@ -134,12 +199,22 @@ def create_app(config: Config, engines: CaptionEngines | None = None, agent_engi
             WebSocketRoute("/v1/realtime", realtime_endpoint),
             Route("/v1/webrtc/offer", webrtc_offer, methods=["POST"]),
             Route("/v1/vc/voices", vc_voices),
+            Route("/v1/tokens", tokens_endpoint, methods=["POST"]),
+            Route("/v1/sessions", place_session_endpoint, methods=["POST"]),
+            WebSocketRoute("/v1/sessions/{session_id}/captions", session_captions_endpoint),
+            Route("/v1/sessions/{session_id}/transcript", transcript_endpoint),
+            Route("/watch/{session_id}", watch_page),
+            Route("/v1/nodes", nodes_endpoint),
             Mount("/web", StaticFiles(directory=WEB_PAGE_DIR), name="web"),
         ],
         lifespan=lifespan,
     )
     app.state.service = service
     app.state.calls = calls
+    app.state.bus = bus
+    app.state.access = AccessPolicy(config.server.secret)
+    app.state.viewers = ViewerCount(config.server.max_viewers)
+    app.state.node_report = bus.report
     app.state.metrics_registry = metrics_registry(service, calls)
     return app
 
@@ -150,10 +225,18 @@ async def web_page(request: Request) -> Response:
 
 
 def uvicorn_config(config: Config, app: Starlette) -> uvicorn.Config:
-    """uvicorn settings for ``app`` from ``config`` (host, port, WebSocket limits)."""
+    """uvicorn settings for ``app`` from ``config`` (host, port, WebSocket limits).
+
+    Without a secret the host is loopback whatever was asked, and this says so on stderr.
+    """
+    host = bind_host(config)
+    if not config.server.secret:
+        print(f"voxline: no VOXLINE_SECRET set: tokens are off and the server binds {host} only"
+              + (f" (not {config.server.host})" if host != config.server.host else "")
+              + "; set VOXLINE_SECRET to serve other hosts", file=sys.stderr)
     return uvicorn.Config(
         app,
-        host=config.server.host,
+        host=host,
         port=config.server.port,
         ws="websockets-sansio",
         ws_max_size=config.server.max_message_bytes * WS_HARD_LIMIT_FACTOR,
@@ -166,6 +249,14 @@ def uvicorn_config(config: Config, app: Starlette) -> uvicorn.Config:
 
 
 def serve(config: Config) -> None:
-    """Run the server until interrupted (blocking; the CLI's ``voxline serve``)."""
+    """Run the server until interrupted (blocking; the CLI's ``voxline serve``).
+
+    With ``server.workers`` > 1, a front process and that many workers (``workers.py``).
+    """
+    if config.server.workers > 1:
+        from .workers import serve_workers
+
+        serve_workers(config)
+        return
     app = create_app(config)
     uvicorn.Server(uvicorn_config(config, app)).run()

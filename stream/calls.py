@@ -132,6 +132,8 @@ class CallService:
         self.latency = TurnLatencyHistograms()
         self._watchers: set[asyncio.Task[None]] = set()
         self.converter: Any = None  # the voice changer's engine, made at the first such call
+        self.sessions: Any = None  # the CaptionService whose session places calls take too (create_app)
+        self.bus: Any = None  # the node's bus, where each call's captions go (create_app)
 
     async def start(self, captions: CaptionEngines | None) -> None:
         """Load the agent engines beside the shared ``captions`` (unless given, off, or not installed)."""
@@ -181,31 +183,56 @@ class CallService:
         """Give back a place taken by ``reserve``."""
         self.reserved -= 1
 
-    async def open_call(self, offer: CallOffer) -> dict[str, str]:
-        """Start a call for ``offer`` and return the answer (``sdp``, ``type``); ``CallRefused`` if not."""
+    def _take_session_place(self) -> None:
+        if self.sessions is not None and not self.sessions.admit():
+            self.counters.refused_busy += 1
+            raise CallRefused(503, "server_busy", self.sessions.refusal, retry_after_s=RETRY_AFTER_S)
+
+    def _give_back(self) -> None:
+        self.reserved -= 1
+        if self.sessions is not None:
+            self.sessions.release()
+
+    async def open_call(self, offer: CallOffer, owner: str = "", session_id: str | None = None) -> dict[str, str]:
+        """Start a call for ``offer`` and return the answer (``sdp``, ``type``, ``session_id``); ``CallRefused`` if not.
+
+        A call takes a session place (``server.max_sessions``, CPU headroom) and a call
+        place (``server.max_calls``); its captions (both sides' words) go to the node's
+        bus under ``session_id`` (fresh unless given).
+        """
         self.reserve()
+        try:
+            self._take_session_place()
+        except CallRefused:
+            self.reserved -= 1
+            raise
+        log_ = self.bus.open("call", owner, session_id) if self.bus is not None else None
         try:
             if offer.mode == "voice_changer" and self.converter is None:
                 self.converter = await self._load_converter()
-            call = self._new_call(offer)
+            call = self._new_call(offer, log_)
         except BaseException:
-            self.reserved -= 1
+            self._give_back()
+            if log_ is not None:
+                log_.end()
             raise
         try:
             answer = await call.answer(offer.sdp, offer.type)
         except BaseException as exc:
             await call.close()
-            self.reserved -= 1
+            self._give_back()
+            if log_ is not None:
+                log_.end()
             if not isinstance(exc, Exception):  # cancelled: the client went away
                 raise
             self.counters.refused_bad_offer += 1
             raise CallRefused(400, "bad_offer", f"the offer could not be answered: {exc}") from exc
         self.counters.started += 1
         self.calls.add(call)
-        watcher = asyncio.create_task(self._until_closed(call), name="voxline-call-watch")
+        watcher = asyncio.create_task(self._until_closed(call, log_), name="voxline-call-watch")
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
-        return answer
+        return {**answer, "session_id": log_.id} if log_ is not None else answer
 
     async def _load_converter(self) -> Any:
         from voxline.errors import ConfigError
@@ -219,12 +246,20 @@ class CallService:
         await engine.start()
         return engine
 
-    def _new_call(self, offer: CallOffer) -> Any:
+    def _new_call(self, offer: CallOffer, log_: Any) -> Any:
+        from .session_bus import caption_from_agent_event
         from .webrtc_call import VoiceCall
+
+        def on_event(event: dict[str, Any]) -> None:
+            self.latency.observe(event)
+            if log_ is not None:
+                caption = caption_from_agent_event(event)
+                if caption is not None:
+                    log_.publish(caption)
 
         server = self.config.server
         return VoiceCall(
-            self._new_session(offer), on_event=self.latency.observe,
+            self._new_session(offer), on_event=on_event,
             connect_timeout_s=server.call_connect_timeout_s, media_timeout_s=server.call_media_timeout_s,
         )
 
@@ -250,12 +285,14 @@ class CallService:
             settings = dataclasses.replace(settings, system_prompt=offer.system_prompt)
         return build_agent_session(self.engines, echo_cancel=offer.echo_cancel, settings=settings, name="call")
 
-    async def _until_closed(self, call: Any) -> None:
+    async def _until_closed(self, call: Any, log_: Any) -> None:
         try:
             await call.closed.wait()
         finally:
+            if log_ is not None:
+                log_.end()
             self.calls.discard(call)
-            self.reserved -= 1
+            self._give_back()
             self.counters.ended += 1
             if call.failure:
                 self.counters.failed += 1

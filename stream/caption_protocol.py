@@ -46,7 +46,7 @@ CLOSE_CODES = {
     "unexpected_message": 4004,
     "message_too_big": 4009,
     "idle_timeout": 4008,
-    "server_busy": 4503,
+    "server_busy": 1013,
     "internal_error": 4500,
 }
 

@@ -16,6 +16,11 @@ Endings:
 - a stage fails: the client gets ``internal_error`` and close 4500; other sessions
   carry on.
 In every case no task of the session outlives this handler.
+
+The first message to the client is ``{"type": "session", "id": ...}``: the id viewers
+watch (``/v1/sessions/{id}/captions``), taken from ``?session=`` or the token's
+``publish:ID`` grant, else made fresh. Every partial and final also goes to the
+session's log on the node's bus.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from voxline.pipeline.frames import (
 )
 from voxline.pipeline.recipes.captioner import CaptionGraph, build_caption_graph
 
+from .auth import AuthError, refuse_websocket
+from .bus import NodeBus, claim_session
 from .caption_protocol import (
     CaptionConfig,
     CaptionProtocol,
@@ -49,6 +56,7 @@ from .caption_protocol import (
     protocol_error,
 )
 from .service import CaptionService
+from .session_bus import SessionLog
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +68,11 @@ CLOSE_TIMEOUT_S = 5.0
 class CaptionConnection:
     """The state of one ``/v1/captions`` connection (see module doc)."""
 
-    def __init__(self, websocket: WebSocket, service: CaptionService) -> None:
+    def __init__(self, websocket: WebSocket, service: CaptionService, bus: NodeBus) -> None:
         self.websocket = websocket
         self.service = service
+        self.bus = bus
+        self.log: SessionLog | None = None
         self.protocol = CaptionProtocol(service.config.server.max_message_bytes)
         self.session: CaptionGraph | None = None
         self.subtitles = SubtitleTrack()
@@ -98,15 +108,25 @@ class CaptionConnection:
     async def run(self) -> None:
         """Serve the connection until it ends; never raises for client behaviour."""
         service = self.service
+        try:
+            session_id, owner = claim_session(self.websocket)
+        except AuthError as refused:
+            await self.websocket.accept()
+            await self.send_json(error_event(refused))
+            await refuse_websocket(self.websocket, refused)
+            return
         await self.websocket.accept()
         if not service.admit():
-            err = protocol_error("server_busy", f"the server is at its limit of {service.config.server.max_sessions} sessions; retry later")
+            err = protocol_error("server_busy", service.refusal)
             await self.send_json(error_event(err))
             await self.close(err.close_code)
             return
+        self.log = self.bus.open("captions", owner, session_id)
         try:
+            await self.send_json({"type": "session", "id": self.log.id})
             await self._serve()
         finally:
+            self.log.end()
             service.release()
 
     async def _serve(self) -> None:
@@ -216,6 +236,8 @@ class CaptionConnection:
                 return
             if isinstance(frame, TranscriptFrame):
                 event = caption_event(frame)
+                if self.log is not None:
+                    self.log.publish(event)
                 if frame.is_final:
                     self.subtitles.add(event["start"], event["end"], event["text"])
                 if await self.send_json(event):
@@ -263,4 +285,4 @@ class CaptionConnection:
 async def captions_endpoint(websocket: WebSocket) -> None:
     """Starlette endpoint for ``/v1/captions``."""
     service: CaptionService = websocket.app.state.service
-    await CaptionConnection(websocket, service).run()
+    await CaptionConnection(websocket, service, websocket.app.state.bus).run()

@@ -55,6 +55,7 @@ from voxline.resampler import StreamResampler
 from .realtime_audio import RealtimeAudioError
 from .realtime_conversation import Clause, Item, RealtimeConversation
 from .realtime_protocol import RealtimeProtocolError, ServerEvents, SessionSettings, new_id
+from .session_bus import caption_from_agent_event
 from .turn_metrics import TurnLatencyHistograms
 
 log = logging.getLogger(__name__)
@@ -133,8 +134,10 @@ class RealtimeSession:
         retire_graph: Callable[[Any], None] | None = None,
         hold_agent: Callable[[bool], None] | None = None,
         on_failure: Callable[[], None] | None = None,
+        on_caption: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._on_caption = on_caption
         self.out = events
         self.send = send
         self.caption_engines = caption_engines
@@ -548,8 +551,17 @@ class RealtimeSession:
 
     # -- the user's side ---------------------------------------------------------------
 
+    def _show_viewers(self, event: dict[str, Any]) -> None:
+        """Hand the user's and the agent's words to the session's viewers."""
+        if self._on_caption is not None:
+            caption = caption_from_agent_event(event)
+            if caption is not None:
+                self._on_caption(caption)
+
     async def _on_agent_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
+        if kind == "agent_done":
+            self._show_viewers(event)
         if kind in ("speech_start", "speech_stop", "user_partial", "user_final"):
             await self._on_input_event(event)
         elif kind == "user_turn":
@@ -573,6 +585,7 @@ class RealtimeSession:
 
     async def _on_input_event(self, event: dict[str, Any]) -> None:
         kind = event["type"]
+        self._show_viewers(event)
         vad = self.settings.turn_detection is not None
         await self._expire_awaiting()
         if kind == "speech_start":

@@ -5,9 +5,10 @@ The official ``openai`` SDK connects here unmodified (``AsyncOpenAI(base_url=
 model=...)``); so does any client of the raw protocol. The connection:
 
 1. **Authorises** the ``Authorization: Bearer KEY`` header (or ``?api_key=``, for
-   browsers). With ``VOXLINE_SECRET`` set, the key must be that secret; with none,
-   any key is accepted, from loopback only. A refusal is an ``error`` event and close
-   4401 (bad key) or 4403 (not loopback).
+   browsers). With ``VOXLINE_SECRET`` set, the key must be a voxline token (``auth``)
+   granting ``agent`` (``publish:*`` for ``?intent=transcription``); with none, any key
+   is accepted, from loopback only. A refusal is an ``error`` event and close 4401
+   (bad or expired token) or 4403 (a grant missing, or not loopback).
 2. **Admits** the session: every socket holds a session place (``server.max_sessions``);
    an agent session also holds one of ``server.max_calls``, shared with the WebRTC
    calls. Past either: an ``error`` event and close 1013 (try again later).
@@ -27,15 +28,15 @@ graph or reservation outlives the connection.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import ipaddress
 import json
 import logging
-import os
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from .auth import AuthError, Need, access_policy
+from .bus import NodeBus
 from .calls import CallRefused, CallService
 from .realtime_protocol import (
     RealtimeProtocolError,
@@ -45,6 +46,7 @@ from .realtime_protocol import (
 )
 from .realtime_session import RealtimeSession
 from .service import CaptionService
+from .session_bus import SessionLog
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +55,15 @@ CLOSE_TIMEOUT_S = 5.0
 SECRET_ENV = "VOXLINE_SECRET"
 
 
-def bearer_key(websocket: WebSocket) -> str | None:
-    """The key a client sent: ``Authorization: Bearer KEY``, or ``?api_key=KEY``."""
-    header = websocket.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return websocket.query_params.get("api_key")
-
-
-def refusal(websocket: WebSocket, secret: str | None) -> tuple[int, str, str] | None:
+def refusal(websocket: WebSocket) -> tuple[int, str, str] | None:
     """Why this client may not connect (close code, error code, message), or None."""
-    key = bearer_key(websocket)
-    if secret:
-        if key is None or not hmac.compare_digest(key.encode(), secret.encode()):
-            return 4401, "invalid_api_key", "the Bearer key is not valid for this server"
+    policy = access_policy(websocket)
+    if policy.enabled:
+        transcription = websocket.query_params.get("intent") == "transcription"
+        try:
+            policy.check(websocket.headers, websocket.query_params, Need.publish() if transcription else Need.agent())
+        except AuthError as refused:
+            return refused.close_code, refused.code, refused.message
         return None
     host = websocket.client.host if websocket.client else ""
     try:
@@ -81,8 +78,10 @@ def refusal(websocket: WebSocket, secret: str | None) -> tuple[int, str, str] | 
 class RealtimeConnection:
     """The state of one ``/v1/realtime`` connection (see module doc)."""
 
-    def __init__(self, websocket: WebSocket, service: CaptionService, calls: CallService) -> None:
+    def __init__(self, websocket: WebSocket, service: CaptionService, calls: CallService, bus: NodeBus) -> None:
         self.websocket = websocket
+        self.bus = bus
+        self.log: SessionLog | None = None
         self.service = service
         self.calls = calls
         self.beta = websocket.headers.get("openai-beta", "").replace(" ", "") == "realtime=v1"
@@ -148,19 +147,24 @@ class RealtimeConnection:
     async def run(self) -> None:
         """Serve the connection until it ends; never raises for client behaviour."""
         await self.websocket.accept()
-        refused = refusal(self.websocket, os.environ.get(SECRET_ENV))
+        refused = refusal(self.websocket)
         if refused is not None:
             await self._refuse(*refused)
             return
         if not self.service.admit():
-            limit = self.service.config.server.max_sessions
-            await self._refuse(1013, "server_busy", f"the server is at its limit of {limit} sessions; retry later")
+            await self._refuse(1013, "server_busy", self.service.refusal)
             return
         try:
             await self._serve()
         finally:
+            if self.log is not None:
+                self.log.end()
             self.service.release()
             self._hold_agent_place(False)
+
+    def _publish(self, caption: dict[str, Any]) -> None:
+        if self.log is not None:
+            self.log.publish(caption)
 
     async def _serve(self) -> None:
         query = self.websocket.query_params
@@ -180,8 +184,9 @@ class RealtimeConnection:
             settings, self.events, self.send,
             caption_engines=self.service.engines, agent_engines=agent_engines,
             latency=self.calls.latency, track_graph=self.service.metrics.track, retire_graph=self.service.metrics.retire,
-            hold_agent=self._hold_agent_place, on_failure=self._end_after_failure,
+            hold_agent=self._hold_agent_place, on_failure=self._end_after_failure, on_caption=self._publish,
         )
+        self.log = self.bus.open("realtime", session_id=self.session.id)
         await self.send(self.events.session("session.created", settings, self.session.id))
         self._reader = asyncio.current_task()
         try:
@@ -229,4 +234,5 @@ class RealtimeConnection:
 
 async def realtime_endpoint(websocket: WebSocket) -> None:
     """Starlette endpoint for ``/v1/realtime``."""
-    await RealtimeConnection(websocket, websocket.app.state.service, websocket.app.state.calls).run()
+    state = websocket.app.state
+    await RealtimeConnection(websocket, state.service, state.calls, state.bus).run()

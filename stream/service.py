@@ -1,14 +1,21 @@
 """The process-wide state behind the server: shared engines, admission, runtime metrics.
 
-One ``CaptionService`` per process. Sessions ask ``admit()`` before building a graph
-and ``release()`` when done; past ``max_sessions`` new sessions are refused with a
-clear error instead of every session degrading.
+One ``CaptionService`` per process. Every session, whatever its kind (caption socket,
+call, Realtime socket), asks ``admit()`` before building a graph and ``release()`` when
+done; past ``max_sessions``, or while the machine's CPU load (``CpuLoad``, averaged over
+``cpu_window_s``) is above ``max_cpu_load``, new sessions are refused with a clear
+error (``refusal``) instead of every session degrading.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import time
 from dataclasses import dataclass, field
+
+import psutil
 
 from voxline.config import Config
 from voxline.pipeline.metrics import RuntimeMetrics
@@ -30,6 +37,31 @@ class SessionCounters:
     final_decode_s: list[float] = field(default_factory=list)
 
 
+class CpuLoad:
+    """The machine's CPU load, a fraction of all its cores, averaged over a window.
+
+    ``run`` samples it every ``SAMPLE_S`` (a task the service owns); ``value`` is the mean
+    of the samples in the window (0.0 before the first).
+    """
+
+    SAMPLE_S = 0.5
+
+    def __init__(self, window_s: float) -> None:
+        self.samples: collections.deque[float] = collections.deque(maxlen=max(1, round(window_s / self.SAMPLE_S)))
+
+    @property
+    def value(self) -> float:
+        """The windowed mean load, 0..1."""
+        return sum(self.samples) / len(self.samples) if self.samples else 0.0
+
+    async def run(self) -> None:
+        """Sample until cancelled."""
+        psutil.cpu_percent(interval=None)
+        while True:
+            await asyncio.sleep(self.SAMPLE_S)
+            self.samples.append(psutil.cpu_percent(interval=None) / 100.0)
+
+
 class CaptionService:
     """Shared engines and limits for every caption session of this process."""
 
@@ -41,20 +73,41 @@ class CaptionService:
         self.counters = SessionCounters()
         self.active_sessions = 0
         self.started_at = time.monotonic()
+        self.cpu = CpuLoad(config.server.cpu_window_s)
+        self.refusal = ""
+        self._cpu_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Load the engines if none were given."""
+        """Load the engines if none were given; start sampling the CPU load."""
         if self.engines is None:
             self.engines = await CaptionEngines.load(self.config.asr, self.config.vad)
+        if self._cpu_task is None and self.config.server.max_cpu_load < 1.0:
+            self._cpu_task = asyncio.create_task(self.cpu.run(), name="voxline-cpu-load")
 
     async def close(self) -> None:
-        """Release engines this service loaded. Idempotent."""
+        """Release engines this service loaded; stop the sampler. Idempotent."""
+        task, self._cpu_task = self._cpu_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self.engines is not None and self._owns_engines:
             await self.engines.close()
 
+    def headroom(self) -> str:
+        """Why a new session would be refused now (empty when it would be taken)."""
+        server = self.config.server
+        if self.active_sessions >= server.max_sessions:
+            return f"the server is at its limit of {server.max_sessions} sessions; retry later"
+        load = self.cpu.value
+        if server.max_cpu_load < 1.0 and load > server.max_cpu_load:
+            return f"the server's CPU is at {load:.0%} (limit {server.max_cpu_load:.0%}); retry later"
+        return ""
+
     def admit(self) -> bool:
-        """Reserve a session slot; False when the server is at ``max_sessions``."""
-        if self.active_sessions >= self.config.server.max_sessions:
+        """Reserve a session slot; False (``refusal`` says why) when there is no headroom."""
+        self.refusal = self.headroom()
+        if self.refusal:
             self.counters.refused += 1
             return False
         self.active_sessions += 1

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import uvicorn
 
-from voxline.config import Config, ServerConfig, load_config
+from voxline.config import BusConfig, Config, ServerConfig, load_config
 from voxline.pipeline.recipes.agent import AgentEngines
 from voxline.pipeline.recipes.captioner import CaptionEngines
 from voxline.stream.app import create_app, uvicorn_config
@@ -63,17 +63,22 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(
-    engines: CaptionEngines, agent_engines: AgentEngines | None = None, **server: object
+    engines: CaptionEngines, agent_engines: AgentEngines | None = None, bus: BusConfig | None = None,
+    **server: object,
 ) -> Iterator[str]:
     """A real voxline server on a loopback port, in its own thread; yields its ws:// base URL.
 
     With ``agent_engines`` it serves voice calls too (``http://`` + the same host:port);
-    without, calls are off (``max_calls = 0``) unless ``server`` says otherwise.
+    without, calls are off (``max_calls = 0``) unless ``server`` says otherwise. The CPU
+    load check is off (tests load the machine themselves) unless ``server`` sets it.
     """
     base = load_config(env={})
-    settings: dict[str, object] = {"port": free_port(), "max_calls": 4 if agent_engines else 0, **server}
+    settings: dict[str, object] = {
+        "port": free_port(), "max_calls": 4 if agent_engines else 0, "max_cpu_load": 1.0, **server,
+    }
     config = Config(
         server=ServerConfig(**settings),  # type: ignore[arg-type]
+        bus=bus or BusConfig(),
         asr=base.asr, vad=base.vad,
         agent=agent_engines.config.agent if agent_engines else base.agent,
     )

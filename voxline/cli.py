@@ -1,7 +1,9 @@
-"""The ``voxline`` command line: ``serve``, ``caption``, ``demo`` and ``mic``.
+"""The ``voxline`` command line: ``serve``, ``caption``, ``demo``, ``mic``, ``vc`` and ``token``.
 
-``voxline serve [--host H] [--port P]`` runs the HTTP/WebSocket server (captions, and
-voice calls from the browser page at ``/`` when the ``webrtc`` extra is installed).
+``voxline serve [--host H] [--port P] [--workers N] [--redis-url URL]`` runs the
+HTTP/WebSocket server (captions, and voice calls from the browser page at ``/`` when the
+``webrtc`` extra is installed); ``--workers`` processes share the port, ``--redis-url``
+shares sessions between processes and machines.
 ``voxline caption FILE|--mic [--url ws://HOST:PORT] [--realtime|--fast]
 [--format text|jsonl|srt|vtt] [--model NAME|PATH]`` captions a file or the
 microphone, in this process (default) or through a server (``--url``).
@@ -11,6 +13,10 @@ holds a spoken conversation with the agent headless; ``voxline mic [--url http:/
 server over WebRTC), or hears your own voice changed (``vc``) or your words re-spoken
 by Piper (``anon``). ``voxline vc IN OUT [--preset NAME] [--semitones S] [--formant F]``
 converts a recording through the same streaming voice-change stage.
+``voxline token --grant G [--grant G ...] [--ttl SECONDS] [--subject S]`` prints an access
+token (one line on stdout) signed with ``VOXLINE_SECRET``; grants are ``publish:ID``,
+``publish:*``, ``watch:ID``, ``watch:*``, ``agent`` and ``admin``. With no secret, or a bad
+grant, it says why on stderr and exits 2.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", help="ASR model: tiny.en (default), base, or a CTranslate2 model directory")
     serve.add_argument("--max-sessions", type=int, help="refuse new caption sessions past this many")
     serve.add_argument("--max-calls", type=int, help="refuse new voice calls past this many (0: no calls)")
+    serve.add_argument("--workers", type=int, help="server processes sharing the port (default 1)")
+    serve.add_argument("--redis-url", help="share sessions between processes and machines (redis://HOST:PORT/DB)")
 
     caption = sub.add_parser("caption", help="caption an audio file or the microphone")
     source = caption.add_mutually_exclusive_group(required=True)
@@ -72,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     vc.add_argument("output", help="file to write (wav, flac or ogg, by its extension)")
     _voice_arguments(vc)
     vc.add_argument("--model", help="your own streaming model (.pt TorchScript or .onnx, with its .json card)")
+
+    token = sub.add_parser("token", help="print an access token signed with VOXLINE_SECRET")
+    token.add_argument("--grant", action="append", required=True,
+                       help="publish:ID, publish:*, watch:ID, watch:*, agent or admin (repeat for several)")
+    token.add_argument("--ttl", type=float, default=600.0, help="seconds until it expires (default 600)")
+    token.add_argument("--subject", help="whom the token is for (its sub claim)")
     return parser
 
 
@@ -96,11 +110,29 @@ def _voice(args: argparse.Namespace, config: Config) -> Any:
 
 def _config(args: argparse.Namespace) -> Config:
     server: dict[str, Any] = {}
+    bus: dict[str, Any] = {}
     if args.command == "serve":
-        server = {"host": args.host, "port": args.port, "max_sessions": args.max_sessions, "max_calls": args.max_calls}
+        server = {"host": args.host, "port": args.port, "max_sessions": args.max_sessions, "max_calls": args.max_calls,
+                  "workers": args.workers}
+        bus = {"redis_url": args.redis_url}
     if args.command == "vc":
         return load_config(args.config, overrides={"vc": {"model": args.model}})
-    return load_config(args.config, overrides={"server": server, "asr": {"model": getattr(args, "model", None)}})
+    return load_config(
+        args.config, overrides={"server": server, "bus": bus, "asr": {"model": getattr(args, "model", None)}}
+    )
+
+
+def _token(args: argparse.Namespace, config: Config) -> int:
+    """``voxline token``: the token alone on stdout, 0; no secret: a reason on stderr, 2."""
+    from voxline.stream.auth import mint_token
+
+    if not config.server.secret:
+        print("voxline: no VOXLINE_SECRET is set, so there is nothing to sign a token with", file=sys.stderr)
+        return 2
+    token = mint_token(config.server.secret, args.grant, args.ttl, subject=args.subject,
+                       max_ttl_s=config.server.token_max_ttl_s)
+    print(token)
+    return 0
 
 
 async def _caption(args: argparse.Namespace, config: Config) -> int:
@@ -181,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"voxline {__version__} serving on http://{config.server.host}:{config.server.port}", file=sys.stderr)
             serve(config)
             return 0
+        if args.command == "token":
+            return _token(args, config)
         if args.command == "demo":
             from voxline.clients.agent_demo import DEFAULT_QUESTIONS, run_demo
 

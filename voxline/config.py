@@ -145,7 +145,12 @@ class ServerConfig:
     models); past it a new offer gets HTTP 503 with ``Retry-After``.
     ``call_connect_timeout_s`` ends a call whose peer never connects,
     ``call_media_timeout_s`` one whose peer's audio stopped arriving (gone without
-    hanging up).
+    hanging up). ``max_sessions`` caps every session kind together (caption sockets,
+    calls, Realtime sockets); a new one is also refused while the machine's CPU load,
+    averaged over ``cpu_window_s``, is above ``max_cpu_load`` (a fraction of all cores).
+    ``workers`` processes serve one port (each a full node with its own engines).
+    ``secret`` (``VOXLINE_SECRET``) signs access tokens and turns their checks on; without
+    one the server binds loopback only. ``max_viewers`` caps caption viewers.
     """
 
     host: str = "127.0.0.1"
@@ -157,6 +162,33 @@ class ServerConfig:
     max_message_bytes: int = 1 << 20
     idle_timeout_s: float = 30.0
     drain_timeout_s: float = 15.0
+    workers: int = 1
+    max_cpu_load: float = 0.9
+    cpu_window_s: float = 2.5
+    secret: str = ""
+    token_max_ttl_s: float = 86400.0
+    max_viewers: int = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class BusConfig:
+    """Sharing sessions between processes and machines: the Redis bus, the registry, replay.
+
+    ``redis_url`` empty (the default) keeps everything inside one node; ``VOXLINE_REDIS_URL``
+    sets it too. ``node_id`` names this process in the registry (empty: host and pid) and
+    ``advertise_url`` is the address other nodes and placement hand out for it (empty:
+    ``http://HOST:PORT`` of the server). Entries live ``ttl_s`` past their last heartbeat,
+    sent every ``heartbeat_s``; a session's caption stream keeps its last
+    ``stream_maxlen`` events and lasts ``retention_s`` after the session ends.
+    """
+
+    redis_url: str = ""
+    node_id: str = ""
+    advertise_url: str = ""
+    heartbeat_s: float = 2.0
+    ttl_s: float = 6.0
+    stream_maxlen: int = 20000
+    retention_s: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +202,11 @@ class Config:
     tts: TtsConfig = field(default_factory=TtsConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     vc: VcConfig = field(default_factory=VcConfig)
+    bus: BusConfig = field(default_factory=BusConfig)
+
+
+ENV_ALIASES = {"VOXLINE_REDIS_URL": ("bus", "redis_url"), "VOXLINE_SECRET": ("server", "secret")}
+"""Short environment names for settings a deployment always sets (they win over the long form)."""
 
 
 def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
@@ -220,6 +257,9 @@ def load_config(
         if key.startswith("VOXLINE_") and "__" in key:
             section, _, name = key[len("VOXLINE_") :].lower().partition("__")
             from_env.setdefault(section, {})[name] = value
+    for name, (section, setting) in ENV_ALIASES.items():
+        if env.get(name):
+            from_env.setdefault(section, {})[setting] = env[name]
     config = _apply(config, from_env)
     if overrides:
         config = _apply(config, {k: {n: v for n, v in vals.items() if v is not None} for k, vals in overrides.items()})

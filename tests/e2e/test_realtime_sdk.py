@@ -316,19 +316,27 @@ async def test_each_bad_input_gets_an_error_and_a_concurrent_session_carries_on(
     assert "paris" in normalize(await healthy)
 
 
-async def test_a_wrong_key_is_refused_when_a_secret_is_set(realtime_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_wrong_key_is_refused_when_a_secret_is_set(
+    caption_engines: CaptionEngines, agent_engines: AgentEngines
+) -> None:
     import json
 
-    monkeypatch.setenv("VOXLINE_SECRET", "s3cret")
-    url = realtime_server.replace("http://", "ws://") + "/v1/realtime?model=voxline"
-    async with websockets.connect(url, additional_headers={"Authorization": "Bearer wrong"}) as ws:
-        error = json.loads(await ws.recv())
-        assert error["type"] == "error" and error["error"]["code"] == "invalid_api_key"
-        with pytest.raises(websockets.ConnectionClosed) as closed:
-            await ws.recv()
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
-    async with RealtimeTalk.connect(realtime_server, key="s3cret", mic=False) as talk:
-        assert (await talk.next("session.created"))["session"]["type"] == "realtime"
+    from voxline.stream.auth import mint_token
+
+    secret = "s3cret-of-at-least-thirty-two-bytes!"
+    with running_server(caption_engines, agent_engines, max_calls=1, secret=secret) as ws_url:
+        url = ws_url + "/v1/realtime?model=voxline"
+        for key, code, close in (("wrong", "invalid_token", 4401),
+                                 (mint_token(secret, ["watch:*"], 60), "forbidden", 4403)):
+            async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+                error = json.loads(await ws.recv())
+                assert error["type"] == "error" and error["error"]["code"] == code
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await ws.recv()
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == close
+        agent_key = mint_token(secret, ["agent"], 60)
+        async with RealtimeTalk.connect(ws_url.replace("ws://", "http://"), key=agent_key, mic=False) as talk:
+            assert (await talk.next("session.created"))["session"]["type"] == "realtime"
 
 
 async def test_g711_in_and_out_a_mulaw_question_gets_an_alaw_answer(

@@ -1,0 +1,60 @@
+"""Session logs, replay, and admission: the rules viewers and new sessions meet."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from voxline.config import load_config
+from voxline.stream.service import CaptionService
+from voxline.stream.session_bus import LocalBus, compact_replay, local_replay
+
+
+def caption(kind: str, text: str, utterance: int) -> dict[str, object]:
+    return {"type": kind, "text": text, "utterance": utterance}
+
+
+async def test_a_replay_keeps_every_final_and_only_the_partial_still_open() -> None:
+    log = LocalBus("n").open("captions")
+    for event in (caption("partial", "the", 0), caption("final", "The fox.", 0),
+                  caption("partial", "a", 1), caption("partial", "a dog", 1)):
+        log.publish(event)
+    replay = compact_replay(log.since(0))
+    assert [(e.type, e.body()["text"]) for e in replay] == [("final", "The fox."), ("partial", "a dog")]
+
+
+async def test_finals_rolled_out_of_a_bounded_log_still_reach_a_late_viewer() -> None:
+    log = LocalBus("n", maxlen=4).open("captions")
+    for i in range(3):
+        log.publish(caption("final", f"sentence {i}.", i))
+        for _ in range(3):
+            log.publish(caption("partial", "noise", i + 1))
+    log.end()
+    got = [e async for e in local_replay(log, from_start=True)]
+    assert [e.body()["text"] for e in got if e.type == "final"] == ["sentence 0.", "sentence 1.", "sentence 2."]
+    assert got[-1].type == "end" and [e.seq for e in got] == sorted(e.seq for e in got)
+
+
+async def test_a_live_viewer_gets_each_event_once_then_the_end() -> None:
+    log = LocalBus("n").open("captions")
+    log.publish(caption("final", "before.", 0))
+    viewer = asyncio.create_task(_collect(log, from_start=False))
+    await asyncio.sleep(0)
+    log.publish(caption("final", "after.", 1))
+    log.end()
+    got = await asyncio.wait_for(viewer, 2)
+    assert [(e.type, e.body().get("text")) for e in got] == [("final", "after."), ("end", None)]
+
+
+async def _collect(log, from_start: bool):  # type: ignore[no-untyped-def]
+    return [e async for e in local_replay(log, from_start)]
+
+
+def test_new_sessions_are_refused_over_the_cpu_limit_and_at_the_session_limit() -> None:
+    config = load_config(env={})
+    config = dataclasses.replace(config, server=dataclasses.replace(config.server, max_cpu_load=0.7, max_sessions=1))
+    service = CaptionService(config, engines=object())  # type: ignore[arg-type]
+    service.cpu.samples.extend([0.95] * 5)
+    assert not service.admit() and "CPU is at 95%" in service.refusal
+    service.cpu.samples.extend([0.2] * 5)
+    assert service.admit() and not service.admit() and "limit of 1 sessions" in service.refusal
