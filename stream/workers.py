@@ -489,20 +489,25 @@ class Front:
     async def _serve(self) -> None:
         """Accept and hand over until ``stop``."""
         self.serving = True
-        async with asyncio.TaskGroup() as group:
-            accepts = []
-            for listener in self.listeners:
-                listener.listen(LISTEN_BACKLOG)
-                accepts.append(group.create_task(self._accept(listener), name="voxline-front-accept"))
-            ready = [w.node_id for w in self.workers if w.ever_ready.is_set()]
-            log.info("serving on port %d with workers %s", self.config.server.port, ", ".join(ready))
-            await self.stopping.wait()
-            for task in [*accepts, *self._routes]:
+        try:
+            async with asyncio.TaskGroup() as group:
+                accepts = []
+                for listener in self.listeners:
+                    listener.listen(LISTEN_BACKLOG)
+                    accepts.append(group.create_task(self._accept(listener), name="voxline-front-accept"))
+                ready = [w.node_id for w in self.workers if w.ever_ready.is_set()]
+                log.info("serving on port %d with workers %s", self.config.server.port, ", ".join(ready))
+                await self.stopping.wait()
+                for task in accepts:
+                    task.cancel()
+        finally:  # connections still being peeked at are closed, never handed over
+            routes = list(self._routes)
+            for task in routes:
                 task.cancel()
-            if self._routes:
-                await asyncio.wait(list(self._routes))
-        for listener in self.listeners:
-            listener.close()
+            if routes:
+                await asyncio.shield(asyncio.wait(routes))
+            for listener in self.listeners:
+                listener.close()
 
     async def _accept(self, listener: socket.socket) -> None:
         """Accept connections until cancelled; each is routed by its own task (``_routes``)."""
