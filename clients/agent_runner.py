@@ -102,7 +102,7 @@ class PacedAgentLoop:
     ticks: int = 0
     _pts: int = 0
     _to_16k: StreamResampler | None = None
-    _played_16k: SampleFifo = field(default_factory=SampleFifo)
+    _played_16k: SampleFifo = field(default_factory=lambda: SampleFifo(LISTEN_RATE_HZ))  # read each tick: ~1 frame
 
     @property
     def media_s(self) -> float:

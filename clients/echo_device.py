@@ -90,7 +90,7 @@ class EchoDevice:
         self.gain = gain
         self.sample_rate_hz = sample_rate_hz
         self._history = np.zeros(max(lag for lag, _ in self.taps), dtype=np.float32)
-        self._queued = SampleFifo()
+        self._queued = SampleFifo(MAX_QUEUED_MS * sample_rate_hz // 1000)  # play() refuses more first
         self._noise_rms = 0.0 if noise_dbfs is None else 10 ** (noise_dbfs / 20)
         self._rng = rng
         self.last_echo = np.zeros(0, dtype=np.float32)

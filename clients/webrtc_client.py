@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from voxline.errors import VoxlineError
+from voxline.pipeline.tasks import wait_for_tasks
 from voxline.stream.webrtc_call import (
     FRAME_SAMPLES,
     WEBRTC_RATE_HZ,
@@ -181,8 +182,7 @@ class CallClient:
             await self.pc.close()
         for task in list(self._tasks):
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5.0)
+        await wait_for_tasks(list(self._tasks), 5.0, "call client")
         self._on_gone()
 
 

@@ -79,14 +79,18 @@ class ModelCard:
         return cls(**values)
 
 
+MAX_BUFFERED_SAMPLES = 2 * 48000
+"""Each way, a stream holds under a model frame plus a chunk; past this (2 s) the oldest go."""
+
+
 @dataclass(slots=True, eq=False)
 class NeuralState:
     """One session's stream through a user's model: its state tensor and the framing buffers."""
 
     params: VoiceParams
     model_state: FloatAudio
-    pending_in: SampleFifo = field(default_factory=SampleFifo)
-    ready_out: SampleFifo = field(default_factory=SampleFifo)
+    pending_in: SampleFifo = field(default_factory=lambda: SampleFifo(MAX_BUFFERED_SAMPLES))
+    ready_out: SampleFifo = field(default_factory=lambda: SampleFifo(MAX_BUFFERED_SAMPLES))
 
 
 class NeuralConverter:

@@ -13,7 +13,8 @@ piece out). ``ChatCompletionStream`` only moves bytes between them and httpx.
 Every wait is bounded:
 
 - a free slot: at most ``max_concurrent`` requests are in flight; later ones wait first
-  in, first out, for at most ``timeout_s``;
+  in, first out, for at most ``timeout_s``, and at most ``max_waiting`` of them wait (one
+  more is refused at once, "LLM queue is full");
 - connecting: ``connect_timeout_s``;
 - the first text piece: ``timeout_s`` from sending the request (this covers the
   server's own queue and the prompt's processing);
@@ -430,6 +431,7 @@ class OpenAIChatEngine:
         connect_timeout_s: float = 5.0,
         chunk_timeout_s: float = 10.0,
         max_concurrent: int = 4,
+        max_waiting: int | None = None,
         extra_body: Mapping[str, Any] | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
@@ -445,6 +447,8 @@ class OpenAIChatEngine:
         self.connect_timeout_s = connect_timeout_s
         self.chunk_timeout_s = chunk_timeout_s
         self.max_concurrent = max_concurrent
+        self.max_waiting = 4 * max_concurrent if max_waiting is None else max_waiting
+        self._waiting = 0
         self.extra_body = dict(extra_body or {})
         self._api_key = api_key or None
         self._slots = asyncio.Semaphore(max_concurrent)
@@ -540,7 +544,13 @@ class OpenAIChatEngine:
         return stream
 
     async def _take_slot(self) -> None:
-        await self._slots.acquire()
+        if self._slots.locked() and self._waiting >= self.max_waiting:
+            raise EngineError(f"LLM queue is full ({self._waiting} requests waiting for {self.max_concurrent} slots)")
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
         self._in_flight += 1
 
     def _release_slot(self) -> None:

@@ -47,7 +47,7 @@ class LiveOutput:
         self._headroom = round(SETTLED_HEADROOM_S * sample_rate_hz)
         self._lowest = self._max  # the least buffered beyond a read, this settling window
         self._window = 0  # samples read this settling window
-        self._fifo = SampleFifo()
+        self._fifo = SampleFifo(self._max + sample_rate_hz)  # a backstop: write() keeps it under _max
         self._playing = False
         self.underruns = 0
         self.dropped_samples = 0

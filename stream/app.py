@@ -18,6 +18,7 @@ them at shutdown. ``serve(config)`` runs it on uvicorn.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sys
@@ -26,6 +27,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -87,8 +89,19 @@ def node_report(service: CaptionService, calls: CallService, bus: NodeBus) -> di
     }
 
 
+def runtime_counts(service: CaptionService, calls: CallService) -> dict[str, int]:
+    """What a leak would grow: live graphs (every session kind), open peer connections,
+    asyncio tasks and open file descriptors of this process."""
+    return {
+        "graphs": service.metrics.live_graphs,
+        "peer_connections": calls.open_peer_connections,
+        "tasks": len(asyncio.all_tasks()),
+        "open_fds": psutil.Process().num_fds(),
+    }
+
+
 async def healthz(request: Request) -> JSONResponse:
-    """Liveness and load: status, version, node, sessions, uptime (open: probes carry no token)."""
+    """Liveness and load: status, version, node, sessions, leak counts, uptime (open: probes carry no token)."""
     service: CaptionService = request.app.state.service
     calls: CallService = request.app.state.calls
     return JSONResponse(
@@ -98,7 +111,7 @@ async def healthz(request: Request) -> JSONResponse:
             "node_id": request.app.state.bus.node_id,
             "cpu_load": round(service.cpu.value, 3),
             "sessions": service.active_sessions,
-            "graphs": service.metrics.live_graphs,
+            **runtime_counts(service, calls),
             "max_sessions": service.config.server.max_sessions,
             "calls": calls.active_calls,
             "max_calls": service.config.server.max_calls,
@@ -165,14 +178,19 @@ async def metrics(request: Request) -> Response:
     return Response(render_metrics(request.app.state.metrics_registry), media_type="text/plain; version=0.0.4")
 
 
-def create_app(config: Config, engines: CaptionEngines | None = None, agent_engines: Any = None) -> Starlette:
+def create_app(
+    config: Config, engines: CaptionEngines | None = None, agent_engines: Any = None, cpu_root_pid: int | None = None
+) -> Starlette:
     """The voxline ASGI app; engines load at startup unless passed in.
+
+    ``cpu_root_pid`` roots the process tree whose CPU admission counts (default: this
+    process; a worker passes its front's).
 
     ``agent_engines`` (an ``AgentEngines``) serves voice calls with models already
     loaded; without it they load at startup beside the caption engines, unless
     ``server.max_calls`` is 0 or the ``webrtc`` extra is not installed.
     """
-    service = CaptionService(config, engines)
+    service = CaptionService(config, engines, cpu_root_pid)
     calls = CallService(config, agent_engines)
     bus = NodeBus(config, lambda: node_report(service, calls, bus))
     calls.sessions = service

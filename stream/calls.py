@@ -19,11 +19,13 @@ import asyncio
 import dataclasses
 import importlib.util
 import logging
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from voxline.config import Config
 from voxline.pipeline.recipes.captioner import CaptionEngines
+from voxline.pipeline.tasks import wait_for_tasks
 
 from .turn_metrics import TurnLatencyHistograms
 
@@ -131,6 +133,7 @@ class CallService:
         self.counters = CallCounters()
         self.latency = TurnLatencyHistograms()
         self._watchers: set[asyncio.Task[None]] = set()
+        self.peer_connections: weakref.WeakSet[Any] = weakref.WeakSet()  # every one made, for leak checks
         self.converter: Any = None  # the voice changer's engine, made at the first such call
         self.sessions: Any = None  # the CaptionService whose session places calls take too (create_app)
         self.bus: Any = None  # the node's bus, where each call's captions go (create_app)
@@ -211,6 +214,7 @@ class CallService:
             if offer.mode == "voice_changer" and self.converter is None:
                 self.converter = await self._load_converter()
             call = self._new_call(offer, log_)
+            self._track(call)
         except BaseException:
             self._give_back()
             if log_ is not None:
@@ -220,6 +224,7 @@ class CallService:
             answer = await call.answer(offer.sdp, offer.type)
         except BaseException as exc:
             await call.close()
+            self._retire(call)
             self._give_back()
             if log_ is not None:
                 log_.end()
@@ -285,10 +290,30 @@ class CallService:
             settings = dataclasses.replace(settings, system_prompt=offer.system_prompt)
         return build_agent_session(self.engines, echo_cancel=offer.echo_cancel, settings=settings, name="call")
 
+    def _track(self, call: Any) -> None:
+        self.peer_connections.add(call.pc)
+        if self.sessions is not None:
+            self.sessions.metrics.track(call.session.graph)
+
+    def _retire(self, call: Any) -> None:
+        """Stop counting an ended call's graph, unless it is (wrongly) still running."""
+        graph = call.session.graph
+        if graph.running:  # close() cancels it: one still running is a leak, and stays on /healthz
+            log.error("call graph %s is still running after its call ended", graph.name)
+            return
+        if self.sessions is not None:
+            self.sessions.metrics.retire(graph)
+
+    @property
+    def open_peer_connections(self) -> int:
+        """aiortc peer connections this service made that are not closed yet."""
+        return sum(1 for pc in self.peer_connections if pc.connectionState != "closed")
+
     async def _until_closed(self, call: Any, log_: Any) -> None:
         try:
             await call.closed.wait()
         finally:
+            self._retire(call)
             if log_ is not None:
                 log_.end()
             self.calls.discard(call)
@@ -302,8 +327,7 @@ class CallService:
         calls = list(self.calls)
         if calls:
             await asyncio.gather(*(call.close() for call in calls), return_exceptions=True)
-        if self._watchers:
-            await asyncio.wait(list(self._watchers), timeout=5.0)
+        await wait_for_tasks(list(self._watchers), 5.0, "call service")
         if self.engines is not None and self._owns_engines:
             await self.engines.close()
             self.engines = None

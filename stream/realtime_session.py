@@ -50,6 +50,7 @@ from voxline.pipeline.frames import (
     ErrorFrame,
     TranscriptFrame,
 )
+from voxline.pipeline.tasks import wait_for_tasks
 from voxline.resampler import StreamResampler
 
 from .realtime_audio import RealtimeAudioError
@@ -844,7 +845,7 @@ class RealtimeSession:
         task = response.task
         if task is not None and not task.done():
             task.cancel()
-            await asyncio.wait({task}, timeout=_CLOSE_TIMEOUT_S)
+            await wait_for_tasks({task}, _CLOSE_TIMEOUT_S, "realtime response")
         await self._finish_response(response, "cancelled", reason)
 
     async def _run_text(self, response: _Response, messages: list[dict[str, str]]) -> None:
@@ -882,8 +883,7 @@ class RealtimeSession:
         tasks = [t for t in (self._pump, *self._text_tasks) if t is not None]
         for task in tasks:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=_CLOSE_TIMEOUT_S)
+        await wait_for_tasks(tasks, _CLOSE_TIMEOUT_S, "realtime session")
         graph = self._agent_session.graph if self._agent_session is not None else (
             self._caption.graph if self._caption is not None else None
         )

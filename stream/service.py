@@ -2,8 +2,8 @@
 
 One ``CaptionService`` per process. Every session, whatever its kind (caption socket,
 call, Realtime socket), asks ``admit()`` before building a graph and ``release()`` when
-done; past ``max_sessions``, or while the machine's CPU load (``CpuLoad``, averaged over
-``cpu_window_s``) is above ``max_cpu_load``, new sessions are refused with a clear
+done; past ``max_sessions``, or while the node's own CPU load (``CpuLoad``, averaged
+over ``cpu_window_s``) is above ``max_cpu_load``, new sessions are refused with a clear
 error (``refusal``) instead of every session degrading.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -38,34 +39,64 @@ class SessionCounters:
 
 
 class CpuLoad:
-    """The machine's CPU load, a fraction of all its cores, averaged over a window.
+    """The node's own CPU load: its processes' CPU time as a fraction of the cores it may use.
 
+    The node is the process tree under ``root_pid`` (this process; under ``--workers`` the
+    front, so every worker sees the whole node's load). Load from other processes on the
+    machine (a load generator, another tenant) is not counted: a node refuses for what it
+    itself is doing, and in a container its share of the cores is what it has.
     ``run`` samples it every ``SAMPLE_S`` (a task the service owns); ``value`` is the mean
     of the samples in the window (0.0 before the first).
     """
 
     SAMPLE_S = 0.5
 
-    def __init__(self, window_s: float) -> None:
+    def __init__(self, window_s: float, root_pid: int | None = None) -> None:
         self.samples: collections.deque[float] = collections.deque(maxlen=max(1, round(window_s / self.SAMPLE_S)))
+        self.root_pid = root_pid or os.getpid()
+        self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self._seen: dict[int, float] = {}
 
     @property
     def value(self) -> float:
         """The windowed mean load, 0..1."""
         return sum(self.samples) / len(self.samples) if self.samples else 0.0
 
+    def cpu_seconds_since_last(self) -> float:
+        """CPU seconds the node's processes used since the previous call (new ones count from now)."""
+        used, seen = 0.0, {}
+        try:
+            root = psutil.Process(self.root_pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            processes = []
+        for process in processes:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue  # ended between the listing and the read
+            total = times.user + times.system
+            used += total - self._seen.get(process.pid, total)
+            seen[process.pid] = total
+        self._seen = seen
+        return used
+
     async def run(self) -> None:
         """Sample until cancelled."""
-        psutil.cpu_percent(interval=None)
+        await asyncio.to_thread(self.cpu_seconds_since_last)
+        last = time.monotonic()
         while True:
             await asyncio.sleep(self.SAMPLE_S)
-            self.samples.append(psutil.cpu_percent(interval=None) / 100.0)
+            used = await asyncio.to_thread(self.cpu_seconds_since_last)
+            now = time.monotonic()
+            self.samples.append(min(1.0, used / max(1e-3, (now - last) * self.cores)))
+            last = now
 
 
 class CaptionService:
     """Shared engines and limits for every caption session of this process."""
 
-    def __init__(self, config: Config, engines: CaptionEngines | None = None) -> None:
+    def __init__(self, config: Config, engines: CaptionEngines | None = None, cpu_root_pid: int | None = None) -> None:
         self.config = config
         self.engines = engines
         self._owns_engines = engines is None
@@ -73,7 +104,7 @@ class CaptionService:
         self.counters = SessionCounters()
         self.active_sessions = 0
         self.started_at = time.monotonic()
-        self.cpu = CpuLoad(config.server.cpu_window_s)
+        self.cpu = CpuLoad(config.server.cpu_window_s, cpu_root_pid)
         self.refusal = ""
         self._cpu_task: asyncio.Task[None] | None = None
 

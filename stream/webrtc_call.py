@@ -43,6 +43,7 @@ from voxline.pipeline.edge import Edge
 from voxline.pipeline.event_channel import EventChannel
 from voxline.pipeline.frames import AudioFrame
 from voxline.pipeline.graph import Graph
+from voxline.pipeline.tasks import wait_for_tasks
 from voxline.resampler import StreamResampler
 from voxline.sample_fifo import SampleFifo
 
@@ -52,6 +53,8 @@ FloatAudio = npt.NDArray[np.float32]
 WEBRTC_RATE_HZ = 48000
 FRAME_MS = 20
 FRAME_SAMPLES = WEBRTC_RATE_HZ * FRAME_MS // 1000
+PENDING_FRAMES_MAX = 10
+"""The outgoing track's resampled backlog bound (200 ms); it holds about one frame."""
 
 
 class CallSession(Protocol):
@@ -161,7 +164,7 @@ def from_av_frame(frame: Any) -> tuple[FloatAudio, int]:
 def session_audio_track(session: CallSession) -> Any:
     """A live ``aiortc.MediaStreamTrack`` (kind audio) playing what ``session`` pulls, in real time."""
     to_48k = StreamResampler(session.output_rate_hz, WEBRTC_RATE_HZ)
-    pending = SampleFifo()
+    pending = SampleFifo(PENDING_FRAMES_MAX * FRAME_SAMPLES)  # a frame or so in steady state
     pull_samples = session.output_rate_hz * FRAME_MS // 1000
 
     def next_frame() -> FloatAudio:
@@ -389,9 +392,7 @@ class VoiceCall:
         for task in list(self._tasks):
             if task is not current:
                 task.cancel()
-        others = [t for t in self._tasks if t is not current]
-        if others:
-            await asyncio.wait(others, timeout=5.0)
+        await wait_for_tasks([t for t in self._tasks if t is not current], 5.0, "voice call")
         await self.session.graph.cancel()
         self.track.stop()
         with contextlib.suppress(Exception):  # aiortc may raise on a transport already gone

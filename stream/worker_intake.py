@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import pickle
 import socket
 import sys
@@ -203,7 +204,7 @@ def run_worker(channel: socket.socket) -> None:
     from .app import create_app, uvicorn_config
 
     spec = receive_spec(channel)
-    app = create_app(spec.config)
+    app = create_app(spec.config, cpu_root_pid=os.getppid())  # the front: CPU load is the whole node's
     server = AdoptingServer(uvicorn_config(spec.config, app), channel, app.state.node_report)
     server.run()
 

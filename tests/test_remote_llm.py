@@ -380,6 +380,30 @@ async def test_a_wait_for_a_slot_is_bounded_and_a_cancelled_waiter_gives_its_tur
         await eng.close()
 
 
+async def test_past_max_waiting_a_request_is_refused_at_once_and_the_waiters_keep_their_turn(
+    raw_server: Callable[[bytes, float], Awaitable[tuple[str, list[bytes]]]],
+) -> None:
+    url, _ = await raw_server(sse_response(CHUNK), 5)  # one piece, then silence
+    eng = OpenAIChatEngine(url, "x", max_concurrent=1, max_waiting=2, timeout_s=3, chunk_timeout_s=3)
+    await eng.start()
+    try:
+        holder = eng.stream(HELLO)
+        assert await anext(holder) == "Hi"
+        waiters = [asyncio.create_task(anext(eng.stream(HELLO))) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        started = time.perf_counter()
+        with pytest.raises(EngineError, match=r"LLM queue is full \(2 requests waiting for 1 slots\)"):
+            await eng.stream(HELLO).text()
+        assert time.perf_counter() - started < 0.1 and not any(w.done() for w in waiters)
+        await holder.aclose()
+        assert await waiters[0] == "Hi"  # the first waiter got the slot back
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+    finally:
+        await eng.close()
+
+
 async def test_a_reply_that_is_not_an_event_stream_is_an_engine_error(
     raw_server: Callable[[bytes, float], Awaitable[tuple[str, list[bytes]]]],
 ) -> None:

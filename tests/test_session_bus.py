@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import multiprocessing
+import time
 
 from voxline.config import load_config
-from voxline.stream.service import CaptionService
+from voxline.stream.service import CaptionService, CpuLoad
 from voxline.stream.session_bus import LocalBus, compact_replay, local_replay
 
 
@@ -58,3 +60,32 @@ def test_new_sessions_are_refused_over_the_cpu_limit_and_at_the_session_limit() 
     assert not service.admit() and "CPU is at 95%" in service.refusal
     service.cpu.samples.extend([0.2] * 5)
     assert service.admit() and not service.admit() and "limit of 1 sessions" in service.refusal
+
+
+
+def _burn(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_cpu_load_counts_the_nodes_own_processes_not_the_machines() -> None:
+    """A busy child counts toward the node's load; an equally busy process outside its tree does not."""
+    context = multiprocessing.get_context("spawn")
+    outsider = context.Process(target=time.sleep, args=(30,))  # a tree with nothing busy in it
+    outsider.start()
+    busy_child = context.Process(target=_burn, args=(3.0,))
+    busy_child.start()
+    try:
+        ours = CpuLoad(window_s=2.5)  # rooted at this process: the child is in its tree
+        theirs = CpuLoad(window_s=2.5, root_pid=outsider.pid)
+        ours.cpu_seconds_since_last(), theirs.cpu_seconds_since_last()
+        time.sleep(1.0)  # the child burns; this process and the outsider sleep
+        assert ours.cpu_seconds_since_last() >= 0.4
+        assert theirs.cpu_seconds_since_last() < 0.1
+        _burn(0.3)  # the root's own time counts too
+        assert ours.cpu_seconds_since_last() >= 0.3
+    finally:
+        for process in (busy_child, outsider):
+            process.terminate()
+            process.join(5)

@@ -50,12 +50,21 @@ def assistant(text: str) -> dict[str, str]:
     return {"role": "assistant", "content": text}
 
 
-def heard_within(text: str, samples: int) -> str:
-    """The words of ``text`` the fake voice says to their end within its first ``samples``."""
+def heard_in_audio(call: Call) -> str:
+    """The words whose every sample reached the speaker, read off the audio itself.
+
+    Independent of the agent's own estimate (``estimate_word_ends``): it walks the
+    fake voice's words in the order they were made, each with the exact samples made
+    for it, and keeps those whose last sample is within what was played. The played
+    audio must be a prefix of what was made (touched only by fades).
+    """
+    voiced, made = call.voiced(), call.tts.all_audio
+    gain = voiced / made[: len(voiced)]
+    assert np.all((gain > 0) & (gain <= 1 + 1e-6)), "the speaker got audio the voice never made, or out of order"
     words, end = [], 0
-    for word in text.split():
-        end += (len(word) + 1) * SAMPLES_PER_CHAR
-        if end > samples:
+    for word, audio in zip(call.tts.words, call.tts.made, strict=True):
+        end += len(audio)
+        if end > len(voiced):
             break
         words.append(word)
     return " ".join(words)
@@ -155,6 +164,7 @@ class FakeTTS:
 
     def __init__(self) -> None:
         self.made: list[np.ndarray] = []
+        self.words: list[str] = []  # the word each chunk of ``made`` says
         self._samples = 0
 
     def stream(self, text: str, *, deadline: float | None = None) -> FakeSpeech:
@@ -165,6 +175,7 @@ class FakeTTS:
         audio = (0.2 + (self._samples + np.arange(n)) * 1e-6).astype(np.float32)
         self._samples += n
         self.made.append(audio)
+        self.words.append(word)
         return audio
 
     @property
@@ -308,7 +319,7 @@ async def test_words_over_the_agent_interrupt_it_and_only_the_heard_words_stay()
     interrupted = call.of("interrupted")
     assert len(interrupted) == 1
     heard = interrupted[0]["heard"]
-    assert heard == heard_within(clause, len(call.voiced()))
+    assert heard == heard_in_audio(call)
     assert heard and clause.startswith(heard) and len(heard) < len(clause)
     assert call.types()[-3:] == ["agent_paused", "user_partial", "interrupted"]
     assert call.chat.streams[0].closed and not call.chat.streams[0].read_to_end
@@ -327,6 +338,21 @@ async def test_words_over_the_agent_interrupt_it_and_only_the_heard_words_stay()
     assert "agent_done" not in call.types()
 
 
+@pytest.mark.parametrize("steps", range(1, 36, 2))
+async def test_wherever_the_agent_is_cut_the_history_keeps_exactly_the_words_played_to_their_end(steps: int) -> None:
+    clause = "A tremendously long-winded explanation is on its way, I am afraid, so do bear with me."
+    call = Call(FakeChat([clause + " ", HOLD]))
+    await call.says("Why?")
+    await call.until("agent_text")
+    await call.step(steps)
+    await call.speech_start()
+    await call.step(3)
+    await call.transcript("Wait what about", final=False)
+    heard = call.of("interrupted")[0]["heard"]
+    assert heard == heard_in_audio(call)
+    assert call.agent.conversation.messages()[-1:] == ([assistant(heard)] if heard else [user("Why?")])
+
+
 async def test_talking_over_the_agent_past_the_backchannel_limit_interrupts_without_words() -> None:
     clause = "The time right now is ten past five in the afternoon."
     call = Call(FakeChat([clause + " ", HOLD]))
@@ -335,7 +361,7 @@ async def test_talking_over_the_agent_past_the_backchannel_limit_interrupts_with
     await call.step(6)
     await call.speech_start()
     interrupted = await call.until("interrupted", max_steps=80)  # max_backchannel_ms 1500 = 75 steps
-    assert interrupted["heard"] == heard_within(clause, len(call.voiced())) != ""
+    assert interrupted["heard"] == heard_in_audio(call) != ""
     assert call.agent.conversation.messages()[-1] == assistant(interrupted["heard"])
 
 

@@ -146,8 +146,9 @@ class ServerConfig:
     ``call_connect_timeout_s`` ends a call whose peer never connects,
     ``call_media_timeout_s`` one whose peer's audio stopped arriving (gone without
     hanging up). ``max_sessions`` caps every session kind together (caption sockets,
-    calls, Realtime sockets); a new one is also refused while the machine's CPU load,
-    averaged over ``cpu_window_s``, is above ``max_cpu_load`` (a fraction of all cores).
+    calls, Realtime sockets); a new one is also refused while the node's own CPU load
+    (its processes' CPU time over the cores it may use), averaged over ``cpu_window_s``,
+    is above ``max_cpu_load``.
     ``workers`` processes serve one port (each a full node with its own engines).
     ``secret`` (``VOXLINE_SECRET``) signs access tokens and turns their checks on; without
     one the server binds loopback only. ``max_viewers`` caps caption viewers.

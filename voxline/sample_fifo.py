@@ -3,7 +3,7 @@
 Audio crosses between parts that chunk it differently (a resampler's uneven output and
 20 ms frames, 20 ms frames and the echo canceller's 10 ms): ``SampleFifo`` holds the
 chunks as they came and hands out exactly ``n`` samples, padding with silence when it
-runs short. With ``max_samples`` it is bounded: writing past it drops the oldest
+runs short. It is always bounded (``max_samples``): writing past it drops the oldest
 samples (counted in ``dropped``), so a stalled reader costs audio, never memory or
 delay. Not thread-safe (``clients.agent_mic.SampleRing`` adds a lock).
 """
@@ -19,10 +19,10 @@ FloatAudio = npt.NDArray[np.float32]
 
 
 class SampleFifo:
-    """Chunks in, exact frames out; bounded by ``max_samples`` (None: unbounded)."""
+    """Chunks in, exact frames out; at most ``max_samples`` kept (the oldest dropped past it)."""
 
-    def __init__(self, max_samples: int | None = None) -> None:
-        if max_samples is not None and max_samples < 1:
+    def __init__(self, max_samples: int) -> None:
+        if max_samples < 1:
             raise ValueError(f"max_samples must be at least 1, got {max_samples}")
         self.max_samples = max_samples
         self.dropped = 0
@@ -39,7 +39,7 @@ class SampleFifo:
             return
         self._chunks.append(chunk)
         self._size += len(chunk)
-        if self.max_samples is not None and self._size > self.max_samples:
+        if self._size > self.max_samples:
             excess = self._size - self.max_samples
             self._take(np.zeros(excess, dtype=np.float32), excess)
             self.dropped += excess

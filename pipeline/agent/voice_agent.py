@@ -52,6 +52,7 @@ import numpy.typing as npt
 from ..engines import ChatEngine, SpeechSynthesizer, TurnEndModel
 from ..event_channel import EventChannel
 from ..frames import AudioFrame, ControlFrame, ControlKind, TranscriptFrame
+from ..tasks import wait_for_tasks
 from .barge_in import BargeInAction, BargeInPolicy, BargeInSettings, is_echo
 from .clauses import ClauseChunker, ClauseRules
 from .history import Conversation, History
@@ -328,7 +329,7 @@ class VoiceAgent:
         task, self._verdict = self._verdict, None
         if task is not None and not task.done():
             task.cancel()
-            await asyncio.wait({task}, timeout=_CLOSE_TIMEOUT_S)
+            await wait_for_tasks({task}, _CLOSE_TIMEOUT_S, "voice agent (end-of-turn verdict)")
 
     # -- barge-in -------------------------------------------------------------------
 
@@ -447,7 +448,7 @@ class VoiceAgent:
         task = reply.task
         if task is not None and not task.done():
             task.cancel()
-            await asyncio.wait({task}, timeout=_CLOSE_TIMEOUT_S)
+            await wait_for_tasks({task}, _CLOSE_TIMEOUT_S, "voice agent (reply)")
 
     async def _run_reply(self, reply: _Reply, messages: list[dict[str, str]]) -> None:
         chunker = ClauseChunker(self.settings.clause_rules)

@@ -136,13 +136,14 @@ async def test_a_peer_that_vanishes_mid_reply_ends_its_call_and_frees_the_slot(c
     mic.say(said("Tell me a long story about a dragon."))
     await events.wait_for("agent_text", within_s=30)
     await asyncio.sleep(0.5)
-    assert (await health(call_server))["calls"] == 1
+    live = await health(call_server)
+    assert (live["calls"], live["graphs"], live["peer_connections"]) == (1, 1, 1)
     # No goodbye: the peer connection just closes, as when a tab is killed.
     await client.pc.close()
     await events.stop()
     state = await until_no_calls(call_server)
     assert state["calls"] == 0, state
-    assert state["graphs"] == 0, "the call's graph was cancelled with it"
+    assert (state["graphs"], state["peer_connections"]) == (0, 0), "the call's graph and connection went with it"
     # The server and its engines are fine: the next call is answered.
     mic2, ear2 = ClipMicrophone(), Ear()
     client2 = CallClient(call_server, mic2, on_audio=ear2)
@@ -218,9 +219,10 @@ async def test_a_peer_that_never_connects_is_dropped_after_the_connect_timeout(c
         )
     await pc.close()  # the answer is never applied: ICE never completes
     assert response.status_code == 200
-    assert (await health(call_server))["calls"] == 1
+    live = await health(call_server)
+    assert (live["calls"], live["graphs"]) == (1, 1)
     state = await until_no_calls(call_server, within_s=10)
-    assert state["calls"] == 0 and state["graphs"] == 0
+    assert (state["calls"], state["graphs"], state["peer_connections"]) == (0, 0, 0)
 
 
 async def test_a_peer_whose_audio_stops_without_hanging_up_is_ended_after_the_media_timeout(call_server: str) -> None:
@@ -232,7 +234,7 @@ async def test_a_peer_whose_audio_stops_without_hanging_up_is_ended_after_the_me
         client.mic.stop()  # a frozen tab: the connection stays up, no audio comes
         stopped = time.monotonic()
         state = await until_no_calls(call_server, within_s=8)
-        assert state["calls"] == 0 and state["graphs"] == 0
+        assert (state["calls"], state["graphs"], state["peer_connections"]) == (0, 0, 0)
         assert time.monotonic() - stopped < 5.0  # the 2 s media timeout, not ICE's ~30 s
     finally:
         await client.close()
