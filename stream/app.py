@@ -30,6 +30,7 @@ from typing import Any
 import psutil
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -46,6 +47,7 @@ from .captions_ws import captions_endpoint
 from .metrics_http import metrics_registry, render_metrics
 from .realtime_ws import realtime_endpoint
 from .service import CaptionService
+from .stalled_peers import TransportAccess
 from .viewers import (
     ViewerCount,
     nodes_endpoint,
@@ -226,6 +228,7 @@ def create_app(
             Mount("/web", StaticFiles(directory=WEB_PAGE_DIR), name="web"),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(TransportAccess)],
     )
     app.state.service = service
     app.state.calls = calls
@@ -258,8 +261,8 @@ def uvicorn_config(config: Config, app: Starlette) -> uvicorn.Config:
         port=config.server.port,
         ws="websockets-sansio",
         ws_max_size=config.server.max_message_bytes * WS_HARD_LIMIT_FACTOR,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
+        ws_ping_interval=config.server.ws_ping_interval_s,
+        ws_ping_timeout=config.server.ws_ping_timeout_s,
         lifespan="on",
         log_level="warning",
         timeout_graceful_shutdown=10,

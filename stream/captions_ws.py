@@ -57,6 +57,7 @@ from .caption_protocol import (
 )
 from .service import CaptionService
 from .session_bus import SessionLog
+from .stalled_peers import abort_peer
 
 log = logging.getLogger(__name__)
 
@@ -78,17 +79,31 @@ class CaptionConnection:
         self.subtitles = SubtitleTrack()
         self._send_lock = asyncio.Lock()
         self._client_gone = False
+        self._stalled = False  # the client stopped reading and was dropped
         self._pts_samples = 0
         self._writer: asyncio.Task[None] | None = None
         self._internal_error: str | None = None
 
     async def send_json(self, message: dict[str, Any]) -> bool:
-        """Send one JSON text message; False (and nothing sent) when the client is gone."""
+        """Send one JSON text message; False (and nothing sent) when the client is gone.
+
+        A client that takes nothing for ``server.send_timeout_s`` has stopped reading:
+        its connection is dropped (``abort_peer``) and its graph cancelled, which ends
+        the session (counted as disconnected) and frees its place.
+        """
         if self._client_gone:
             return False
+        timeout_s = self.service.config.server.send_timeout_s
         async with self._send_lock:
             try:
-                await self.websocket.send_text(json.dumps(message, separators=(",", ":")))
+                async with asyncio.timeout(timeout_s):
+                    await self.websocket.send_text(json.dumps(message, separators=(",", ":")))
+            except TimeoutError:  # first: it is an OSError too
+                self._client_gone = self._stalled = True
+                abort_peer(self.websocket, f"a caption client took no message for {timeout_s:g} s")
+                if self.session is not None:
+                    await self.session.graph.cancel()  # unblocks a reader waiting for room in the graph
+                return False
             except (WebSocketDisconnect, RuntimeError, OSError):
                 self._client_gone = True
                 return False
@@ -143,7 +158,8 @@ class CaptionConnection:
                     raise protocol_error("idle_timeout", f"no message for {idle_s:g} s") from None
                 if message["type"] == "websocket.disconnect":
                     self._client_gone = True
-                    outcome = "completed" if message.get("code", 1000) in (1000, 1001) else "disconnected"
+                    clean = message.get("code", 1000) in (1000, 1001) and not self._stalled
+                    outcome = "completed" if clean else "disconnected"
                     break
                 if message.get("bytes") is not None:
                     await self._on_audio(self.protocol.receive_bytes(message["bytes"]))
@@ -164,8 +180,10 @@ class CaptionConnection:
             await self._cancel_session()
             raise
         except PipelineError:
-            # The graph stopped taking audio: one of its stages failed.
-            self._internal_error = "the caption pipeline failed; the session was ended"
+            if self._stalled:  # its graph was cancelled when the client was dropped
+                outcome = "disconnected"
+            else:  # the graph stopped taking audio: one of its stages failed
+                self._internal_error = "the caption pipeline failed; the session was ended"
         except Exception:
             log.exception("caption connection failed")
             outcome = "failed"

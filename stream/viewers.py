@@ -11,7 +11,8 @@
 - ``GET /v1/nodes``: the registry's live nodes and their load (admin).
 
 A viewer is pulled from its session's log at its own pace (no per-viewer queue, so a
-slow viewer costs no memory); one that takes nothing for ``SEND_TIMEOUT_S`` is dropped.
+slow viewer costs no memory); one that takes nothing for ``server.send_timeout_s`` is dropped
+(its connection aborted: ``stalled_peers``).
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ from .auth import AuthError, Need, check_request, check_websocket, refusal_respo
 from .bus import NodeBus
 from .caption_protocol import subtitles
 from .session_bus import KINDS, SESSION_ID_RE, BusUnavailable, UnknownSession
+from .stalled_peers import abort_peer
 
 log = logging.getLogger(__name__)
 
 WEB_PAGE_DIR = Path(__file__).resolve().parent.parent / "clients" / "web"
-SEND_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 10.0
 RETRY_AFTER_S = 5
 TRANSCRIPT_FORMATS = ("json", "srt", "vtt")
 
@@ -65,7 +67,7 @@ def _error(status: int, code: str, message: str, retry_after_s: int | None = Non
 
 async def _close_with(websocket: WebSocket, code: str, message: str, close_code: int) -> None:
     try:
-        async with asyncio.timeout(SEND_TIMEOUT_S):
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
             await websocket.send_text(json.dumps({"type": "error", "code": code, "message": message}))
             await websocket.close(close_code)
     except (WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
@@ -109,19 +111,22 @@ async def _serve_viewer(websocket: WebSocket, bus: NodeBus, session_id: str, fro
     except BusUnavailable as exc:
         await _close_with(websocket, "bus_unavailable", str(exc), 1013)
         return
+    timeout_s = websocket.app.state.service.config.server.send_timeout_s
     reader = asyncio.create_task(_until_client_leaves(websocket), name="voxline-viewer-reader")
     try:
-        async with asyncio.timeout(SEND_TIMEOUT_S):
+        async with asyncio.timeout(timeout_s):
             await websocket.send_text(json.dumps(info.event(live=live)))
         async for event in events:
             if reader.done():
                 return
-            async with asyncio.timeout(SEND_TIMEOUT_S):
+            async with asyncio.timeout(timeout_s):
                 await websocket.send_text(event.text)
-        async with asyncio.timeout(SEND_TIMEOUT_S):
+        async with asyncio.timeout(timeout_s):
             await websocket.close(1000)
-    except (WebSocketDisconnect, RuntimeError, OSError, TimeoutError, BusUnavailable):
-        pass  # gone, or not reading: dropped
+    except TimeoutError:
+        abort_peer(websocket, f"a caption viewer took no message for {timeout_s:g} s")
+    except (WebSocketDisconnect, RuntimeError, OSError, BusUnavailable):
+        pass  # gone
     finally:
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)

@@ -152,6 +152,9 @@ class ServerConfig:
     ``workers`` processes serve one port (each a full node with its own engines).
     ``secret`` (``VOXLINE_SECRET``) signs access tokens and turns their checks on; without
     one the server binds loopback only. ``max_viewers`` caps caption viewers.
+    A WebSocket client that takes no message for ``send_timeout_s`` (it stopped reading)
+    is dropped; one that answers no keepalive ping within ``ws_ping_timeout_s`` (pings
+    every ``ws_ping_interval_s``) too.
     """
 
     host: str = "127.0.0.1"
@@ -163,6 +166,9 @@ class ServerConfig:
     max_message_bytes: int = 1 << 20
     idle_timeout_s: float = 30.0
     drain_timeout_s: float = 15.0
+    send_timeout_s: float = 10.0
+    ws_ping_interval_s: float = 20.0
+    ws_ping_timeout_s: float = 20.0
     workers: int = 1
     max_cpu_load: float = 0.9
     cpu_window_s: float = 2.5
