@@ -20,8 +20,8 @@ model=...)``); so does any client of the raw protocol. The connection:
    field, bad base64 or audio of the wrong size get an ``error`` event carrying the
    offending ``event_id``; the session carries on.
 
-Sends are serialised and bounded in time (``SEND_TIMEOUT_S``): a client that stops
-reading is dropped, not buffered for. On any ending the session is closed: no task,
+Sends are serialised and bounded in time (``server.send_timeout_s``): a client that
+stops reading is dropped (its connection aborted), not buffered for. On any ending the session is closed: no task,
 graph or reservation outlives the connection.
 """
 
@@ -47,10 +47,10 @@ from .realtime_protocol import (
 from .realtime_session import RealtimeSession
 from .service import CaptionService
 from .session_bus import SessionLog
+from .stalled_peers import abort_peer
 
 log = logging.getLogger(__name__)
 
-SEND_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 5.0
 SECRET_ENV = "VOXLINE_SECRET"
 
@@ -95,21 +95,23 @@ class RealtimeConnection:
         self.session: RealtimeSession | None = None
 
     async def send(self, event: dict[str, Any]) -> None:
-        """Send one server event; a client that cannot take it within ``SEND_TIMEOUT_S`` is dropped."""
+        """Send one server event; a client that cannot take it within ``server.send_timeout_s`` is dropped."""
         if self._gone:
             return
         async with self._send_lock:
             if self._gone:  # went while this send waited its turn
                 return
+            timeout_s = self.service.config.server.send_timeout_s
             try:
-                async with asyncio.timeout(SEND_TIMEOUT_S):
+                async with asyncio.timeout(timeout_s):
                     await self.websocket.send_text(json.dumps(event, separators=(",", ":")))
             except (WebSocketDisconnect, RuntimeError, OSError, TimeoutError) as exc:
                 self._gone = True
                 reader = self._reader
-                if isinstance(exc, TimeoutError) and reader is not None and reader is not asyncio.current_task():
-                    log.info("realtime client dropped: it took no event for %.0f s", SEND_TIMEOUT_S)
-                    reader.cancel()  # it is waiting on a client that no longer reads
+                if isinstance(exc, TimeoutError):
+                    abort_peer(self.websocket, f"a realtime client took no event for {timeout_s:g} s")
+                    if reader is not None and reader is not asyncio.current_task():
+                        reader.cancel()  # it is waiting on a client that no longer reads
 
     async def _refuse(self, close_code: int, code: str, message: str) -> None:
         await self.send(self.events.error(code, message))
