@@ -60,8 +60,9 @@ from .viewers import (
 WEB_PAGE_DIR = Path(__file__).resolve().parent.parent / "clients" / "web"
 MAX_OFFER_BYTES = 64 * 1024
 WS_HARD_LIMIT_FACTOR = 4
-"""uvicorn drops messages past this multiple of the protocol limit outright (close 1009);
-below it, oversized messages get voxline's own error event."""
+"""uvicorn drops messages past this multiple of the protocol limit outright (it sends close
+1009, but the client may see 1006: the connection is closed with its data unread, which
+resets it); below it, oversized messages get voxline's own error event."""
 
 
 LOOPBACK_HOST = "127.0.0.1"
@@ -154,7 +155,7 @@ async def webrtc_offer(request: Request) -> JSONResponse:
             raise CallRefused(413, "bad_offer", f"the offer is over {MAX_OFFER_BYTES} bytes")
         try:
             decoded: Any = json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
             raise CallRefused(400, "bad_offer", f"the body is not JSON: {exc}") from exc
         offer = CallOffer.parse(decoded)
         if offer.mode == "agent":
@@ -263,6 +264,7 @@ def uvicorn_config(config: Config, app: Starlette) -> uvicorn.Config:
         ws_max_size=config.server.max_message_bytes * WS_HARD_LIMIT_FACTOR,
         ws_ping_interval=config.server.ws_ping_interval_s,
         ws_ping_timeout=config.server.ws_ping_timeout_s,
+        ws_per_message_deflate=config.server.ws_compression,
         lifespan="on",
         log_level="warning",
         timeout_graceful_shutdown=10,

@@ -24,6 +24,7 @@ import collections
 import enum
 import json
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,9 +129,9 @@ class CaptionProtocol:
             return EndOfAudio()
         if kind == "subtitles":
             fmt = message.get("format")
-            if fmt not in SUBTITLE_FORMATS:
+            if not _one_of(fmt, SUBTITLE_FORMATS):
                 raise protocol_error("unexpected_message", f"subtitle format must be one of {sorted(SUBTITLE_FORMATS)}")
-            return SubtitlesRequest(fmt)
+            return SubtitlesRequest(str(fmt))
         if kind == "config":
             raise protocol_error("unexpected_message", "config was already sent; a session has one config")
         raise protocol_error("unexpected_message", f"unknown message type {kind!r}")
@@ -142,13 +143,13 @@ class CaptionProtocol:
                 "bad_config", f"sample_rate must be an integer from {MIN_SAMPLE_RATE_HZ} to {MAX_SAMPLE_RATE_HZ} Hz, got {rate!r}"
             )
         encoding = message.get("encoding", "pcm_s16le")
-        if encoding not in ENCODINGS:
+        if not _one_of(encoding, ENCODINGS):
             raise protocol_error("bad_config", f"encoding must be one of {sorted(ENCODINGS)}, got {encoding!r}")
         language = message.get("language", "en")
-        if language not in LANGUAGES:
+        if not _one_of(language, LANGUAGES):
             raise protocol_error("bad_config", f"language must be one of {sorted(LANGUAGES)}, got {language!r}")
         subtitles = message.get("subtitles")
-        if subtitles is not None and subtitles not in SUBTITLE_FORMATS:
+        if subtitles is not None and not _one_of(subtitles, SUBTITLE_FORMATS):
             raise protocol_error("bad_config", f"subtitles must be one of {sorted(SUBTITLE_FORMATS)}, got {subtitles!r}")
         return CaptionConfig(sample_rate_hz=rate, encoding=encoding, language=language, subtitles=subtitles)
 
@@ -171,6 +172,11 @@ class CaptionProtocol:
         if not np.isfinite(samples).all():
             raise protocol_error("bad_audio", "f32le audio contains NaN or infinity")
         return np.clip(samples, -1.0, 1.0)
+
+
+def _one_of(value: Any, allowed: Collection[str]) -> bool:
+    """True when ``value`` is one of the ``allowed`` names (a list or an object is not, rather than a TypeError)."""
+    return isinstance(value, str) and value in allowed
 
 
 def caption_event(frame: TranscriptFrame) -> dict[str, Any]:

@@ -77,12 +77,14 @@ def parse_client_event(text: str | bytes) -> dict[str, Any]:
     """The JSON object of one client message, with a string ``type``.
 
     Raises:
-        RealtimeProtocolError: not JSON, not an object, or no ``type``.
+        RealtimeProtocolError: not JSON (or nested too deep to decode), not an object, or no ``type``.
     """
     try:
         event = json.loads(text)
     except (TypeError, ValueError) as exc:
         raise RealtimeProtocolError("invalid_json", f"a client event is one JSON object: {exc}") from None
+    except RecursionError:  # "[[[[..." nested deeper than the decoder recurses
+        raise RealtimeProtocolError("invalid_json", "a client event is one JSON object, not nested this deep") from None
     if not isinstance(event, dict):
         raise RealtimeProtocolError("invalid_event", "a client event is one JSON object")
     if not isinstance(event.get("type"), str):

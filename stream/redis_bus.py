@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from .session_bus import (
     BusEvent,
     BusUnavailable,
     LocalBus,
+    MalformedEvent,
     SessionInfo,
     SessionLog,
     UnknownSession,
@@ -89,6 +91,7 @@ class RedisBus:
         self._acked: dict[str, int] = {}
         self._registered: set[str] = set()
         self._mirrors: dict[str, _Mirror] = {}
+        self._malformed_logged: set[str] = set()
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         local.on_publish = self._nudge
@@ -240,8 +243,8 @@ class RedisBus:
                 await self.redis.srem(PREFIX + "nodes", *stale)
         except (RedisError, OSError) as exc:
             raise BusUnavailable(f"the registry cannot be reached: {exc}") from exc
-        return [{"node_id": e["node_id"], "url": e.get("url", ""), **json.loads(e.get("report") or "{}")}
-                for e in entries if e]
+        nodes = [_node_entry(e) for e in entries if e]
+        return [n for n in nodes if n is not None]
 
     async def session(self, session_id: str) -> tuple[SessionInfo, bool]:
         """``(info, live)`` of any node's session; ``UnknownSession``, or ``BusUnavailable``."""
@@ -251,7 +254,7 @@ class RedisBus:
             raise BusUnavailable(f"the registry cannot be reached: {exc}") from exc
         if not fields:
             raise UnknownSession(session_id)
-        return SessionInfo.from_fields(fields), fields.get("ended") != "1"
+        return SessionInfo.from_fields(fields, session_id), fields.get("ended") != "1"
 
     async def transcript(self, session_id: str) -> list[dict[str, Any]]:
         """The finals of any node's session, from its stream."""
@@ -262,7 +265,8 @@ class RedisBus:
         if not entries:
             await self.session(session_id)  # unknown, or known with nothing said yet
             return []
-        return [BusEvent.parse(fields["e"]).body() for _id, fields in entries if '"type":"final"' in fields["e"]]
+        events = (_entry_event(entry_id, fields) for entry_id, fields in entries)
+        return [e.body() for e in events if e is not None and e.type == "final"]
 
     async def follow(self, session_id: str, from_start: bool) -> AsyncIterator[BusEvent]:
         """Another node's session's events (replay if asked), up to ``end``.
@@ -286,6 +290,7 @@ class RedisBus:
             mirror.viewers -= 1
             if mirror.viewers == 0:
                 self._mirrors.pop(session_id, None)
+                self._malformed_logged.discard(session_id)
                 mirror.task.cancel()
                 await asyncio.gather(mirror.task, return_exceptions=True)
 
@@ -294,7 +299,26 @@ class RedisBus:
 
         Redis outages are waited out (reads resume from the last seq). A session whose
         registry entry stays gone ``2 × heartbeat_s`` past its TTL (its node died) ends
-        with ``{"type": "end", "reason": "node_lost"}``.
+        with ``{"type": "end", "reason": "node_lost"}``; so does one whose stream cannot
+        be read (the key is not a stream) or whose copy failed: a viewer gets ``end``,
+        never a hang. Cancelled midway (its last viewer left), it ends the copy too.
+        """
+        try:
+            await self._copy_stream(log_, loaded)
+        except ResponseError as exc:  # not an outage: the key holds something no node wrote (WRONGTYPE, ...)
+            log.warning("session %s: its stream cannot be read (%s); its viewers get end", log_.id, exc)
+        except Exception:
+            log.exception("session %s: copying its stream failed; its viewers get end", log_.id)
+        finally:
+            # Whatever stopped the copy, no viewer waits on it for ever.
+            log_.end("node_lost")
+            loaded.set()
+
+    async def _copy_stream(self, log_: SessionLog, loaded: asyncio.Event) -> None:
+        """``_mirror``'s loop: the replay, then new entries, until the log ends.
+
+        Entries no node wrote are skipped (``_entry_event``); ``ResponseError``
+        (the key is not a stream) is raised; outages are waited out.
         """
         session_id = log_.id
         stream = _key("stream", session_id)
@@ -302,12 +326,12 @@ class RedisBus:
         while not loaded.is_set():
             try:
                 entries = await self.redis.xrange(stream)
+            except ResponseError:
+                raise
             except (RedisError, OSError):
                 await asyncio.sleep(RETRY_S)
                 continue
-            for entry_id, fields in entries:
-                last = entry_id
-                log_.mirror(BusEvent.parse(fields["e"]))
+            last = self._mirror_entries(log_, entries, last)
             loaded.set()
         if log_.ended:
             return
@@ -321,16 +345,69 @@ class RedisBus:
                     checked_at = now
                     alive = await self.redis.exists(_key("session", session_id))
                     missing_since = None if alive else (missing_since or now)
+            except ResponseError:
+                raise
             except (RedisError, OSError):
                 missing_since = None
                 await asyncio.sleep(RETRY_S)
                 continue
             for _stream, entries in reply or []:
-                for entry_id, fields in entries:
-                    last = entry_id
-                    log_.mirror(BusEvent.parse(fields["e"]))
+                last = self._mirror_entries(log_, entries, last)
             if log_.ended:
                 return
             if missing_since is not None and time.monotonic() - missing_since > 2 * self.config.heartbeat_s:
                 log_.end("node_lost")
                 return
+
+    def _mirror_entries(self, log_: SessionLog, entries: list[tuple[str, dict[str, Any]]], last: str) -> str:
+        """Copy stream entries into ``log_``, skipping (and logging once) those no node wrote; the last entry id."""
+        for entry_id, fields in entries:
+            last = entry_id
+            event = _entry_event(entry_id, fields)
+            if event is not None:
+                log_.mirror(event)
+            elif log_.id not in self._malformed_logged:
+                self._malformed_logged.add(log_.id)
+                log.warning("session %s: skipping stream entries no node wrote (first: %s)", log_.id, entry_id)
+        return last
+
+
+def _entry_event(entry_id: str, fields: dict[str, Any]) -> BusEvent | None:
+    """The event a stream entry holds, or None when no node wrote it.
+
+    A node writes ``{"e": json}`` at entry id ``{seq}-0`` (``_flush``), so an entry
+    without ``e``, with text that is not an event, or whose ``seq`` is not its id's, is
+    someone else's (or corrupt) and is left out rather than trusted or raised on.
+    """
+    try:
+        event = BusEvent.parse(fields.get("e"))
+    except MalformedEvent:
+        return None
+    return event if entry_id == f"{event.seq}-0" else None
+
+
+REPORT_NUMBERS = ("sessions", "max_sessions", "calls", "max_calls", "cpu_load", "max_cpu_load")
+
+
+def _node_entry(fields: dict[str, str]) -> dict[str, Any] | None:
+    """A registry node hash as ``nodes()`` lists it, or None (logged) when no node wrote it so.
+
+    Its ``report`` must be a JSON object whose load figures are finite numbers, so that
+    placement can compare nodes without tripping over another writer's entry.
+    """
+    node_id = fields.get("node_id")
+    try:
+        report = json.loads(fields.get("report") or "{}", parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        report = None
+    numbers_ok = isinstance(report, dict) and all(
+        isinstance(report[k], int | float) and not isinstance(report[k], bool) and math.isfinite(report[k])
+        for k in REPORT_NUMBERS if k in report)
+    if not node_id or not isinstance(report, dict) or not numbers_ok:
+        log.warning("registry: skipping a node entry no node wrote (node_id %r)", node_id)
+        return None
+    return {**report, "node_id": node_id, "url": fields.get("url", "")}
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a load figure")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import math
 import re
 import secrets
 import time
@@ -62,10 +63,28 @@ class SessionInfo:
                 "owner": self.owner}
 
     @classmethod
-    def from_fields(cls, fields: dict[str, str]) -> SessionInfo:
-        """Read ``as_fields`` back."""
-        return cls(fields["id"], fields.get("kind", "captions"), fields.get("node", ""),
-                   float(fields.get("started_at", 0.0)), fields.get("owner", ""))
+    def from_fields(cls, fields: dict[str, str], session_id: str | None = None) -> SessionInfo:
+        """Read ``as_fields`` back; ``session_id`` (the key's) wins over the hash's ``id``.
+
+        The hash comes from Redis, which any writer can reach: a field missing or
+        malformed takes its default (kind ``captions``, start time 0) rather than raise.
+        """
+        kind = fields.get("kind", "captions")
+        return cls(session_id or fields.get("id", ""), kind if kind in KINDS else "captions", fields.get("node", ""),
+                   _finite_float(fields.get("started_at")), fields.get("owner", ""))
+
+
+def _finite_float(text: str | None) -> float:
+    """``text`` as a finite float; 0.0 for anything else (missing, not a number, NaN, infinite)."""
+    try:
+        value = float(text) if text is not None else 0.0
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) else 0.0
+
+
+class MalformedEvent(ValueError):
+    """A stored event that no node wrote: not a JSON object with an integer ``seq`` and a string ``type``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +102,24 @@ class BusEvent:
         return cls(seq, str(event.get("type", "")), json.dumps(body, separators=(",", ":")))
 
     @classmethod
-    def parse(cls, text: str) -> BusEvent:
-        """Read an event's JSON text back (as the Redis stream holds it)."""
-        body = json.loads(text)
-        return cls(int(body["seq"]), str(body.get("type", "")), text)
+    def parse(cls, text: Any) -> BusEvent:
+        """Read an event's JSON text back (as the Redis stream holds it).
+
+        Raises:
+            MalformedEvent: not a JSON object with an integer ``seq`` of at least 1 and a string ``type``.
+        """
+        if not isinstance(text, str):
+            raise MalformedEvent(f"an event is JSON text, not {type(text).__name__}")
+        try:
+            body = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise MalformedEvent(f"an event is one JSON object: {exc}") from None
+        if not isinstance(body, dict):
+            raise MalformedEvent("an event is one JSON object")
+        seq, kind = body.get("seq"), body.get("type")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1 or not isinstance(kind, str):
+            raise MalformedEvent("an event has an integer 'seq' of at least 1 and a string 'type'")
+        return cls(seq, kind, text)
 
     def body(self) -> dict[str, Any]:
         """The event as a dict."""

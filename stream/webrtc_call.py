@@ -343,7 +343,7 @@ class VoiceCall:
     def _client_message(self, message: Any) -> None:
         try:
             event = json.loads(message)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):  # RecursionError: nested too deep to parse
             event = None
         if not isinstance(event, dict):
             self.session.events.publish({

@@ -114,3 +114,18 @@ def test_finals_render_as_srt_and_webvtt() -> None:
     finals = [{"text": "Hello there.", "start": 0.5, "end": 1.25}, {"text": "", "start": 2, "end": 3}, {"text": "Bye.", "start": 61.0, "end": 3723.5}]
     assert subtitles(finals, "srt") == "1\n00:00:00,500 --> 00:00:01,250\nHello there.\n\n2\n00:01:01,000 --> 01:02:03,500\nBye.\n\n"
     assert subtitles(finals, "vtt").startswith("WEBVTT\n\n00:00:00.500 --> 00:00:01.250\nHello there.\n")
+
+
+@pytest.mark.parametrize("field", ["encoding", "language", "subtitles"])
+@pytest.mark.parametrize("value", [[], ["pcm_s16le"], {}, {"en": 1}])
+def test_a_config_naming_its_encoding_language_or_subtitles_with_a_list_or_object_is_a_bad_config(
+    field: str, value: object
+) -> None:
+    message = json.dumps({"type": "config", field: value})
+    assert code_of(lambda: CaptionProtocol().receive_text(message)) == ("bad_config", 4002)
+
+
+def test_a_subtitles_request_naming_its_format_with_a_list_is_an_unexpected_message() -> None:
+    protocol = configured()
+    request = json.dumps({"type": "subtitles", "format": ["srt"]})
+    assert code_of(lambda: protocol.receive_text(request)) == ("unexpected_message", 4004)

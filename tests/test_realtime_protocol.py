@@ -428,3 +428,10 @@ def test_an_audio_delta_validates_under_its_dialects_name(is_beta: bool, adapter
     event = adapter.validate_python(rendered)
     assert isinstance(event, model)
     assert event.delta == "AAAAAA=="  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("text", ["[" * 5000, '{"a":' * 5000])
+def test_a_client_event_nested_past_the_decoders_limit_is_invalid_json_not_a_crash(text: str) -> None:
+    with pytest.raises(RealtimeProtocolError) as info:
+        parse_client_event(text)
+    assert info.value.code == "invalid_json"

@@ -89,3 +89,43 @@ def test_cpu_load_counts_the_nodes_own_processes_not_the_machines() -> None:
         for process in (busy_child, outsider):
             process.terminate()
             process.join(5)
+
+
+def test_stored_events_no_node_wrote_are_refused_as_malformed_not_raised_on_as_anything_else() -> None:
+    import json
+
+    import pytest
+
+    from voxline.stream.session_bus import BusEvent, MalformedEvent
+
+    good = json.dumps({"type": "final", "text": "hi", "seq": 3})
+    assert BusEvent.parse(good).seq == 3
+    for text in (None, "", "{", "[" * 5000, "[]", '"final"', '{"type": "final"}', '{"type": "final", "seq": "3"}',
+                 '{"type": "final", "seq": 0}', '{"type": "final", "seq": true}', '{"type": 3, "seq": 3}'):
+        with pytest.raises(MalformedEvent):
+            BusEvent.parse(text)
+
+
+def test_a_registry_entry_with_fields_missing_or_malformed_reads_with_defaults_and_the_keys_id() -> None:
+    from voxline.stream.session_bus import SessionInfo
+
+    info = SessionInfo.from_fields({"id": "other", "kind": "nope", "started_at": "nan"}, "abc")
+    assert (info.id, info.kind, info.node, info.started_at) == ("abc", "captions", "", 0.0)
+    assert SessionInfo.from_fields({"started_at": "x"}, "abc").started_at == 0.0
+
+
+def test_the_mirror_keeps_only_stream_entries_a_node_wrote_and_placement_only_well_formed_nodes() -> None:
+    import json
+
+    from voxline.stream.redis_bus import _entry_event, _node_entry
+
+    event = json.dumps({"type": "final", "seq": 4})
+    assert _entry_event("4-0", {"e": event}) is not None
+    assert _entry_event("5-0", {"e": event}) is None  # its seq is not its entry id's
+    assert _entry_event("4-0", {"x": event}) is None
+    assert _entry_event("4-0", {"e": "not json"}) is None
+    report = {"headroom": True, "sessions": 1, "max_sessions": 4}
+    assert _node_entry({"node_id": "n", "url": "u", "report": json.dumps(report)}) == {**report, "node_id": "n", "url": "u"}
+    assert _node_entry({"url": "u", "report": json.dumps(report)}) is None
+    for bad in ("[1]", "{", '{"sessions": NaN}', '{"cpu_load": "high"}', '{"sessions": Infinity}'):
+        assert _node_entry({"node_id": "n", "report": bad}) is None

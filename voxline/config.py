@@ -154,7 +154,9 @@ class ServerConfig:
     one the server binds loopback only. ``max_viewers`` caps caption viewers.
     A WebSocket client that takes no message for ``send_timeout_s`` (it stopped reading)
     is dropped; one that answers no keepalive ping within ``ws_ping_timeout_s`` (pings
-    every ``ws_ping_interval_s``) too.
+    every ``ws_ping_interval_s``) too. ``ws_compression`` offers permessage-deflate to
+    WebSocket clients: off by default, since captions and events are small and
+    compressing each one for each client is most of what a fan-out to viewers costs.
     """
 
     host: str = "127.0.0.1"
@@ -169,6 +171,7 @@ class ServerConfig:
     send_timeout_s: float = 10.0
     ws_ping_interval_s: float = 20.0
     ws_ping_timeout_s: float = 20.0
+    ws_compression: bool = False
     workers: int = 1
     max_cpu_load: float = 0.9
     cpu_window_s: float = 2.5
