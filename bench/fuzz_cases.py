@@ -263,7 +263,12 @@ def offer_session(rng: random.Random) -> dict[str, Any] | None:
 
 
 def offer_body(rng: random.Random, sdp: str) -> tuple[bytes, set[int]]:
-    """One offer request body and the HTTP statuses it may get."""
+    """One offer request body and the HTTP statuses it may get (413 for any body over ``MAX_OFFER_BYTES``)."""
+    body, statuses = _offer_body(rng, sdp)
+    return body, ({413} if len(body) > MAX_OFFER_BYTES else statuses)
+
+
+def _offer_body(rng: random.Random, sdp: str) -> tuple[bytes, set[int]]:
     roll = rng.randrange(10)
     ok_or_refused = {200, 400, 503}
     if roll < 5:

@@ -379,7 +379,12 @@ def refusal_response(err: AuthError) -> JSONResponse:
 
 def close_reason(err: AuthError) -> str:
     """``err.message`` cut to fit a WebSocket close frame (``MAX_CLOSE_REASON_BYTES``, UTF-8)."""
-    return err.message.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
+    return fit_close_reason(err.message)
+
+
+def fit_close_reason(message: str) -> str:
+    """``message`` cut to fit a WebSocket close frame's reason (``MAX_CLOSE_REASON_BYTES`` of UTF-8)."""
+    return message.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
 
 
 async def refuse_websocket(websocket: WebSocket, err: AuthError) -> None:

@@ -43,7 +43,7 @@ from voxline.pipeline.frames import (
 )
 from voxline.pipeline.recipes.captioner import CaptionGraph, build_caption_graph
 
-from .auth import AuthError, refuse_websocket
+from .auth import AuthError, fit_close_reason, refuse_websocket
 from .bus import NodeBus, claim_session
 from .caption_protocol import (
     CaptionConfig,
@@ -109,14 +109,14 @@ class CaptionConnection:
                 return False
         return True
 
-    async def close(self, code: int) -> None:
-        """Close the socket with ``code`` if it is still open."""
+    async def close(self, code: int, reason: str = "") -> None:
+        """Close the socket with ``code`` (and ``reason``, cut to fit) if it is still open."""
         if self._client_gone or self.websocket.application_state is WebSocketState.DISCONNECTED:
             return
         self._client_gone = True
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await self.websocket.close(code)
+                await self.websocket.close(code, fit_close_reason(reason))
         except (RuntimeError, OSError, TimeoutError):
             pass
 
@@ -134,7 +134,7 @@ class CaptionConnection:
         if not service.admit():
             err = protocol_error("server_busy", service.refusal)
             await self.send_json(error_event(err))
-            await self.close(err.close_code)
+            await self.close(err.close_code, err.message)
             return
         self.log = self.bus.open("captions", owner, session_id)
         try:
@@ -202,10 +202,10 @@ class CaptionConnection:
         if self._internal_error is not None:
             outcome = "failed"
             await self.send_json({"type": "error", "code": "internal_error", "message": self._internal_error})
-            await self.close(4500)
+            await self.close(4500, self._internal_error)
         elif client_error is not None:
             await self.send_json(error_event(client_error))
-            await self.close(client_error.close_code)
+            await self.close(client_error.close_code, client_error.message)
         else:
             config = self.protocol.config
             if config is not None and config.subtitles:

@@ -35,7 +35,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from .auth import AuthError, Need, access_policy
+from .auth import AuthError, Need, access_policy, fit_close_reason
 from .bus import NodeBus
 from .calls import CallRefused, CallService
 from .realtime_protocol import (
@@ -115,16 +115,16 @@ class RealtimeConnection:
 
     async def _refuse(self, close_code: int, code: str, message: str) -> None:
         await self.send(self.events.error(code, message))
-        await self._close(close_code)
+        await self._close(close_code, message)
 
-    async def _close(self, code: int) -> None:
+    async def _close(self, code: int, reason: str = "") -> None:
         if self._closing or self.websocket.application_state is WebSocketState.DISCONNECTED:
             return
         self._closing = True
         self._gone = True
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await self.websocket.close(code)
+                await self.websocket.close(code, fit_close_reason(reason))
         except (WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
             pass  # the client is gone already
 

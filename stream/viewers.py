@@ -27,7 +27,14 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .auth import AuthError, Need, check_request, check_websocket, refusal_response
+from .auth import (
+    AuthError,
+    Need,
+    check_request,
+    check_websocket,
+    fit_close_reason,
+    refusal_response,
+)
 from .bus import NodeBus
 from .caption_protocol import subtitles
 from .session_bus import KINDS, SESSION_ID_RE, BusUnavailable, UnknownSession
@@ -69,7 +76,7 @@ async def _close_with(websocket: WebSocket, code: str, message: str, close_code:
     try:
         async with asyncio.timeout(CLOSE_TIMEOUT_S):
             await websocket.send_text(json.dumps({"type": "error", "code": code, "message": message}))
-            await websocket.close(close_code)
+            await websocket.close(close_code, fit_close_reason(message))
     except (WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
         pass
 
