@@ -31,6 +31,7 @@ import contextlib
 import fractions
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -159,6 +160,38 @@ def from_av_frame(frame: Any) -> tuple[FloatAudio, int]:
     if np.issubdtype(data.dtype, np.integer) or frame.format.name.startswith("s16"):
         data = data / 32768.0
     return np.ascontiguousarray(data, dtype=np.float32), int(frame.sample_rate)
+
+
+def bundle_problem(sdp: str) -> str:
+    """What is wrong with the offer's BUNDLE group, or "" when nothing is.
+
+    aiortc takes an offer whose ``a=group:BUNDLE`` names a ``mid`` no media section has
+    (or whose sections lack their ``a=mid``), then fails inside its connect task and
+    again when the connection is closed, leaving it half open. Such offers are refused
+    before aiortc sees them.
+    """
+    session, *sections = re.split(r"\r?\n(?=m=)", sdp)
+    bundles = [line.split()[1:] for line in session.splitlines() if line.startswith("a=group:BUNDLE")]
+    if not bundles:
+        return ""
+    if any(line.startswith("a=mid:") for line in session.splitlines()):
+        return "the offer has an a=mid line outside any media section"
+    mids = [[line[len("a=mid:"):].strip() for line in section.splitlines() if line.startswith("a=mid:")] for section in sections]
+    if any(len(found) != 1 for found in mids):
+        return "with a BUNDLE group, every media section of the offer needs exactly one a=mid"
+    known = {found[0] for found in mids}
+    missing = [mid for group in bundles for mid in group if mid not in known]
+    if missing:
+        return f"the offer's BUNDLE group names {', '.join(missing)}, which no media section has"
+    return ""
+
+
+def transports_bound(pc: Any) -> bool:
+    """True when every transceiver and the data channel of ``pc`` have a DTLS transport to run on."""
+    sctp = pc.sctp
+    return all(t.receiver.transport is not None for t in pc.getTransceivers()) and (
+        sctp is None or sctp.transport is not None
+    )
 
 
 def session_audio_track(session: CallSession) -> Any:
@@ -310,7 +343,12 @@ class VoiceCall:
         await self.session.graph.start()
         self._own(self._forward_events(), "events")
         self._own(self._connect_watchdog(), "watchdog")
+        problem = bundle_problem(sdp)
+        if problem:
+            raise ValueError(problem)
         await self.pc.setRemoteDescription(aiortc.RTCSessionDescription(sdp=sdp, type=kind))
+        if not transports_bound(self.pc):
+            raise ValueError("a media or data section of the offer is bound to no transport")
         release_audio_on_arrival(self.pc)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return {"sdp": self.pc.localDescription.sdp, "type": self.pc.localDescription.type}

@@ -206,6 +206,27 @@ async def test_a_bad_offer_gets_a_clear_error_and_the_server_carries_on(
     assert (await health(call_server))["calls"] == 0
 
 
+@pytest.mark.parametrize("cut", ["m=audio", "a=mid:0"])
+async def test_an_offer_whose_bundle_names_a_missing_section_is_refused_and_leaves_nothing_open(
+    call_server: str, cut: str
+) -> None:
+    """Found by bench/fuzz.py: aiortc took these offers, then failed on them, leaving a connection half open."""
+    import aiortc
+
+    pc = aiortc.RTCPeerConnection()
+    pc.addTransceiver("audio")
+    pc.createDataChannel("events")
+    await pc.setLocalDescription(await pc.createOffer())
+    await pc.close()
+    sdp = "\r\n".join(line for line in pc.localDescription.sdp.split("\r\n") if not line.startswith(cut))
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(f"{call_server}/v1/webrtc/offer", json={"sdp": sdp, "type": "offer"})
+    message = response.json()["error"]["message"]
+    assert response.status_code == 400 and ("BUNDLE" in message or "a=mid" in message), message
+    state = await health(call_server)
+    assert (state["calls"], state["graphs"], state["peer_connections"]) == (0, 0, 0)
+
+
 async def test_a_peer_that_never_connects_is_dropped_after_the_connect_timeout(call_server: str) -> None:
     import aiortc
 
