@@ -110,10 +110,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             first = audio[:step]
             await pub.send(pcm16(first))
             tasks = []
-            for i in range(args.viewers):
-                tasks.append(asyncio.create_task(viewer(a if i % 2 == 0 else b, session_id, delays[i], got[i])))
-                if i % 50 == 49:
-                    await asyncio.sleep(0)
+            if args.client_procs > 1:
+                procs = [await start_viewer_proc(f"{a},{b}", session_id, k, args.viewers, args.client_procs)
+                         for k in range(args.client_procs)]
+            else:
+                procs = []
+                for i in range(args.viewers):
+                    tasks.append(asyncio.create_task(viewer(a if i % 2 == 0 else b, session_id, delays[i], got[i])))
+                    if i % 50 == 49:
+                        await asyncio.sleep(0)
 
             async def read_publisher() -> None:
                 async for message in pub:
@@ -135,11 +140,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await pub.send(json.dumps({"type": "end"}))
             await reader
         await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        for proc in procs:
+            out, _ = await asyncio.wait_for(proc.communicate(), 60)
+            part = json.loads(out.decode().strip().splitlines()[-1])
+            for i, (ds, seqs) in zip(part["indices"], zip(part["delays"], part["finals"], strict=True), strict=True):
+                delays[i], got[i] = ds, seqs
         cpu = psutil.cpu_percent(interval=None) / 100.0
         all_delays = sorted(d for ds in delays for d in ds)
         lost = sum(max(0, len(published) - len(set(g))) for g in got)  # finals each viewer missed
         return {
-            "bench": "fanout", "set": args.set, "viewers": args.viewers, "nodes": 2, "redis_restart": args.redis_restart,
+            "bench": "fanout", "set": args.set, "viewers": args.viewers, "client_procs": args.client_procs, "nodes": 2,
+            "redis_restart": args.redis_restart,
             "audio_s": round(len(audio) / 16000, 1), "finals_published": len(published),
             "delivery_ms": {"p50": round(statistics.median(all_delays), 1),
                             "p95": round(all_delays[int(0.95 * (len(all_delays) - 1))], 1),
@@ -157,6 +168,29 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await redis.wait()
 
 
+async def start_viewer_proc(urls: str, session_id: str, k: int, viewers: int, procs: int) -> asyncio.subprocess.Process:
+    """A client process holding viewers k, k + procs, k + 2 procs, ... (its JSON on stdout at the end)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--viewer-proc", urls, "--session", session_id, "--viewers", str(viewers),
+        "--client-procs", str(procs), "--proc-index", str(k), stdout=asyncio.subprocess.PIPE,
+    )
+
+
+async def viewer_proc(args: argparse.Namespace) -> dict[str, Any]:
+    """``--viewer-proc``: this process's share of the viewers, each until its session's ``end``."""
+    a, b = args.viewer_proc.split(",")
+    indices = list(range(args.proc_index, args.viewers, args.client_procs))
+    delays: list[list[float]] = [[] for _ in indices]
+    got: list[list[int]] = [[] for _ in indices]
+    tasks = []
+    for n, i in enumerate(indices):
+        tasks.append(asyncio.create_task(viewer(a if i % 2 == 0 else b, args.session, delays[n], got[n])))
+        if n % 50 == 49:
+            await asyncio.sleep(0)
+    await asyncio.wait_for(asyncio.gather(*tasks), 120)
+    return {"indices": indices, "delays": delays, "finals": got}
+
+
 def raise_open_files_limit() -> None:
     """A thousand viewer sockets need more descriptors than the usual soft limit of 1024 (the nodes inherit it)."""
     import resource
@@ -172,8 +206,17 @@ def main() -> None:
     parser.add_argument("--set", choices=("real", "piper"), default="real")
     parser.add_argument("--clips", type=int, default=4)
     parser.add_argument("--redis-restart", action="store_true")
+    parser.add_argument("--client-procs", type=int, default=1,
+                        help="spread the viewers over this many client processes (one Python process reading "
+                             "1,000 sockets measures its own queue as much as the nodes' delivery)")
+    parser.add_argument("--viewer-proc", help=argparse.SUPPRESS)
+    parser.add_argument("--session", help=argparse.SUPPRESS)
+    parser.add_argument("--proc-index", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="(always JSON; kept for the bench convention)")
     args = parser.parse_args()
+    if args.viewer_proc:
+        print(json.dumps(asyncio.run(viewer_proc(args))))
+        return
     print(json.dumps(asyncio.run(run(args))))
 
 

@@ -171,8 +171,13 @@ class CaptionPublisher:
 
     async def _run(self) -> None:
         async with websockets.connect(self.url + "/v1/captions", open_timeout=OPEN_TIMEOUT_S, max_size=None) as ws:
-            await ws.send(json.dumps({"type": "config", "sample_rate": SAMPLE_RATE_HZ, "encoding": "pcm_s16le"}))
-            first = json.loads(await asyncio.wait_for(ws.recv(), OPEN_TIMEOUT_S))
+            try:
+                await ws.send(json.dumps({"type": "config", "sample_rate": SAMPLE_RATE_HZ, "encoding": "pcm_s16le"}))
+                first = json.loads(await asyncio.wait_for(ws.recv(), OPEN_TIMEOUT_S))
+            except websockets.ConnectionClosed as closed:  # refused before the config was read
+                if closed.rcvd is not None and closed.rcvd.code == 1013:
+                    raise SessionRefused(f"captions: closed 1013: {closed.rcvd.reason}") from None
+                raise
             if first.get("type") != "session":
                 raise SessionRefused(f"captions: {first.get('code')}: {first.get('message')}")
             self.session_id.set_result(first["id"])
