@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import random
-import socket
 import sys
 import time
 from pathlib import Path
@@ -33,31 +32,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fuzz_drivers as drivers
+from fanout import free_port, start_redis
 
 PROTOCOLS = ("captions", "offer", "data_channel", "realtime", "redis")
 FOX = "The quick brown fox jumps over the lazy dog."
 FOX_WORDS = ("quick", "brown", "fox", "lazy", "dog")
 MAX_MESSAGE_BYTES = 64000
-
-
-def free_port() -> int:
-    """A free loopback TCP port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def start_redis(port: int) -> asyncio.subprocess.Process:
-    """A throwaway redis-server on ``port`` without persistence, once it takes connections."""
-    proc = await asyncio.create_subprocess_exec("redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
-                                                stdout=asyncio.subprocess.DEVNULL)
-    for _ in range(200):
-        with contextlib.suppress(OSError):
-            _r, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            return proc
-        await asyncio.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
 
 
 async def start_node(port: int, redis_port: int, log_path: Path) -> asyncio.subprocess.Process:
