@@ -48,6 +48,9 @@ from voxline.pipeline.tasks import wait_for_tasks
 from voxline.resampler import StreamResampler
 from voxline.sample_fifo import SampleFifo
 
+from .opus_packets import join_leading_packets, with_lost_frames
+from .rtp_reorder import ReorderWindow
+
 log = logging.getLogger(__name__)
 FloatAudio = npt.NDArray[np.float32]
 
@@ -91,15 +94,18 @@ def aiortc_module() -> Any:
 
 
 def release_audio_on_arrival(pc: Any) -> int:
-    """Make ``pc``'s audio receivers pass each packet on as it arrives; how many changed.
+    """Make ``pc``'s audio receivers pass each packet on as soon as it is in order; how many changed.
 
     aiortc fixes the audio receiver's jitter buffer at 4 frames of prefetch, and even
     without prefetch a frame leaves only when the next packet shows it is complete:
     80 ms (or 20 ms) of delay on every inbound frame, with no option to change it. An
-    Opus RTP packet is a whole 20 ms frame, so nothing is gained by waiting. On the
-    server the inbound audio feeds the recogniser, which needs no smooth timing; a
-    client (``CallClient``) smooths playback in its own speaker buffer. Packets that
-    arrive late (behind one already passed on) are dropped.
+    Opus RTP packet is a whole 20 ms frame, so nothing is gained by waiting for the
+    next one. Packets go through a ``ReorderWindow`` instead: in order, each leaves as
+    it arrives; one that overtook another waits for the gap before it to fill, for at
+    most ``REORDER_WINDOW_PACKETS`` packets (60 ms), and then leaves with the ones
+    behind it in one joined packet (``join_leading_packets``). On the server the inbound audio
+    feeds the recogniser, which needs every word but no smooth timing; a client
+    (``CallClient``) smooths playback in its own speaker buffer.
 
     Reaches into aiortc's receiver (a private attribute, checked for; aiortc is pinned
     below 2; if it is gone the default buffer stays and 0 is returned). Call before any
@@ -112,29 +118,50 @@ def release_audio_on_arrival(pc: Any) -> int:
     for transceiver in pc.getTransceivers():
         current = getattr(transceiver.receiver, attribute, None)
         if transceiver.kind == "audio" and type(current) is JitterBuffer:
-            setattr(transceiver.receiver, attribute, _arrival_order_buffer())
+            setattr(transceiver.receiver, attribute, _reordering_buffer())
             changed += 1
     return changed
 
 
-def _arrival_order_buffer() -> Any:
+def inbound_packet_counts(pc: Any) -> dict[str, int]:
+    """What ``pc``'s reordering audio receivers did: packets ``released``, ``late`` and ``lost`` (gaps given up)."""
+    counts = {"released": 0, "late": 0, "lost": 0}
+    for transceiver in pc.getTransceivers():
+        order = getattr(getattr(transceiver.receiver, "_RTCRtpReceiver__jitter_buffer", None), "order", None)
+        if isinstance(order, ReorderWindow):
+            counts["released"] += order.released
+            counts["late"] += order.dropped_late
+            counts["lost"] += order.skipped
+    return counts
+
+
+def _reordering_buffer() -> Any:
     from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 
-    class ArrivalOrderBuffer(JitterBuffer):
-        """A whole audio frame per packet, released at once; late packets dropped."""
+    class ReorderingAudioBuffer(JitterBuffer):
+        """Audio packets released in sequence order (``ReorderWindow``), those released together joined.
+
+        aiortc decodes one frame per arriving packet: packets let go together after a
+        wait are joined into one multi-frame Opus packet so they are all decoded now. A
+        short gap given up goes in as empty frames, which the Opus decoder conceals.
+        """
 
         def __init__(self) -> None:
             super().__init__(capacity=16)
-            self._next: int | None = None
+            self.order: ReorderWindow[Any] = ReorderWindow()
+            self._ready: list[Any] = []  # released in order, not yet decoded (only when they would not join)
 
         def add(self, packet: Any) -> tuple[bool, Any]:
-            sequence = packet.sequence_number
-            if self._next is not None and (sequence - self._next) % 65536 >= 32768:
-                return False, None  # behind what was already passed on
-            self._next = (sequence + 1) % 65536
-            return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+            self._ready += self.order.add(packet.sequence_number, packet)
+            if not self._ready:
+                return False, None
+            data, used = join_leading_packets(with_lost_frames([p and p._data for p in self._ready]))
+            first_real = next(i for i, p in enumerate(self._ready) if p is not None)
+            timestamp = self._ready[first_real].timestamp - first_real * FRAME_SAMPLES
+            del self._ready[:used]
+            return False, JitterFrame(data=data, timestamp=timestamp)
 
-    return ArrivalOrderBuffer()
+    return ReorderingAudioBuffer()
 
 
 def to_av_frame(samples: FloatAudio, pts: int) -> Any:
@@ -433,6 +460,12 @@ class VoiceCall:
         await wait_for_tasks([t for t in self._tasks if t is not current], 5.0, "voice call")
         await self.session.graph.cancel()
         self.track.stop()
+        packets = inbound_packet_counts(self.pc)
+        log.info(
+            "call closed: %d audio frames in, %d dropped (the session was full); "
+            "%d packets in order, %d came too late, %d never came",
+            self.frames_in, self.frames_dropped, packets["released"], packets["late"], packets["lost"],
+        )
         with contextlib.suppress(Exception):  # aiortc may raise on a transport already gone
             await self.pc.close()
         self.closed.set()

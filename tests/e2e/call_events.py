@@ -1,10 +1,12 @@
-"""What the WebRTC end-to-end tests share: a caller's speech at 48 kHz, and a call's events."""
+"""What the WebRTC end-to-end tests share: a caller's speech at 48 kHz, a call's events, the server's health."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+import httpx
 import numpy as np
 import soxr
 
@@ -48,3 +50,19 @@ class Events:
     async def stop(self) -> None:
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def health(url: str) -> dict[str, Any]:
+    """The server's ``/healthz`` (``url`` is its http:// base)."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        return (await http.get(f"{url}/healthz")).json()  # type: ignore[no-any-return]
+
+
+async def until_no_calls(url: str, within_s: float = 10.0) -> dict[str, Any]:
+    """``/healthz`` once it counts no call, or as it stands after ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while True:
+        state = await health(url)
+        if state["calls"] == 0 or time.monotonic() > deadline:
+            return state
+        await asyncio.sleep(0.1)

@@ -15,15 +15,15 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import running_server
-from tests.e2e.call_events import Events, said
+from tests.e2e.call_events import Events, health, said, until_no_calls
 from tests.speech_fixtures import word_errors
 from voxline.clients.webrtc_client import CallClient, ClipMicrophone
 from voxline.pipeline.recipes.agent import AgentEngines
 from voxline.pipeline.recipes.captioner import CaptionEngines
+from voxline.stream.webrtc_call import inbound_packet_counts
 
 pytestmark = pytest.mark.slow
 
@@ -91,20 +91,6 @@ def call_server(caption_engines: CaptionEngines, agent_engines: AgentEngines) ->
         yield ws_url.replace("ws://", "http://")
 
 
-async def health(url: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=5) as http:
-        return (await http.get(f"{url}/healthz")).json()  # type: ignore[no-any-return]
-
-
-async def until_no_calls(url: str, within_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + within_s
-    while True:
-        state = await health(url)
-        if state["calls"] == 0 or time.monotonic() > deadline:
-            return state
-        await asyncio.sleep(0.2)
-
-
 async def test_a_call_over_a_lossy_jittery_path_is_understood_and_answered_then_cleaned_up(
     call_server: str, lossy_path: LossyPath
 ) -> None:
@@ -123,13 +109,18 @@ async def test_a_call_over_a_lossy_jittery_path_is_understood_and_answered_then_
         latency = await events.wait_for("turn_latency", within_s=10)
         mic.say(said(SECOND_QUESTION))
         second = await events.wait_for("user_turn", within_s=30, after=events.seen.index(done))
+        packets = inbound_packet_counts(client.pc)  # the agent's audio, as the caller's receiver put it in order
     finally:
         await client.close()
         await events.stop()
     assert lossy_path.dropped > 0.02 * lossy_path.sent > 0, (lossy_path.dropped, lossy_path.sent)
-    # 5 % of the audio is lost: a word may be misheard ("a spider" as "aspire"), no more than two
-    assert word_errors(QUESTION, turn["text"]) <= 2, turn["text"]
-    assert "cat" in second["text"].lower(), second["text"]  # its start can be lost (noted in the issue)
+    # Packets overtake each other on this path: put back in order, only the lost 5 % are
+    # missing (released on arrival, with the late ones dropped, about 27 % would be).
+    arrived = packets["released"] + packets["late"] + packets["lost"]
+    assert arrived > 100 and packets["lost"] + packets["late"] < 0.10 * arrived, packets
+    # 5 % of the audio is lost: a word may be misheard, no more than one
+    assert word_errors(QUESTION, turn["text"]) <= 1, turn["text"]
+    assert word_errors(SECOND_QUESTION, second["text"]) <= 1, second["text"]
     assert done["text"], "the agent answered"
     assert question.ended_at is not None
     first_audio = next((t for t, peak in heard if t > question.ended_at and peak > LOUD), None)

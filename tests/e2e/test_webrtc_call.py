@@ -113,13 +113,14 @@ async def test_a_peer_asks_over_webrtc_and_hears_the_answer(agent_engines: Agent
     assert not leftover
 
 
-async def test_inbound_audio_frames_are_released_as_they_arrive() -> None:
+async def test_inbound_audio_frames_are_released_in_order_as_they_arrive_and_a_wait_leaves_no_delay() -> None:
     from aiortc.rtp import RtpPacket
 
-    from voxline.stream.webrtc_call import release_audio_on_arrival
+    from voxline.stream.webrtc_call import inbound_packet_counts, release_audio_on_arrival
 
     pc = aiortc.RTCPeerConnection()
     pc.addTransceiver("audio")
+    toc = 0b11111_0_00  # CELT fullband 20 ms, mono, one frame
     try:
         assert release_audio_on_arrival(pc) == 1
         assert release_audio_on_arrival(pc) == 0  # already replaced
@@ -127,11 +128,17 @@ async def test_inbound_audio_frames_are_released_as_they_arrive() -> None:
 
         def packet(sequence: int) -> RtpPacket:
             p = RtpPacket(sequence_number=sequence, timestamp=sequence * 960)
-            p._data = bytes([sequence % 256])
+            p._data = bytes([toc, sequence % 256])
             return p
 
-        released = [buffer.add(packet(n))[1] for n in (65534, 65535, 0, 2, 1, 3)]
+        released = [buffer.add(packet(n))[1] for n in (65534, 65535, 0, 2, 1, 3, 1)]
+        counts = inbound_packet_counts(pc)
     finally:
         await pc.close()
-    # In order (across the wrap) at once; 1 came after 2 was passed on: dropped.
-    assert [f.data[0] if f else None for f in released] == [254, 255, 0, 2, None, 3]
+    # In order across the wrap; 2 overtook 1 and waits for it; both then go at once, as
+    # one two-frame Opus packet (code 3, VBR, the first frame's length) stamped as 1.
+    assert [(f.timestamp, f.data) if f else None for f in released] == [
+        (65534 * 960, bytes([toc, 254])), (65535 * 960, bytes([toc, 255])), (0, bytes([toc, 0])), None,
+        (960, bytes([toc | 0b11, 0b1000_0010, 1, 1, 2])), (3 * 960, bytes([toc, 3])), None,
+    ]
+    assert counts == {"released": 6, "late": 1, "lost": 0}

@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
 from tests.conftest import running_server
-from tests.e2e.call_events import Events, said
+from tests.e2e.call_events import Events, health, said, until_no_calls
 from tests.speech_fixtures import silence
 from voxline.clients.webrtc_client import CallClient, CallRefusedError, ClipMicrophone
 from voxline.pipeline.recipes.agent import AgentEngines
@@ -51,20 +50,6 @@ def call_server(caption_engines: CaptionEngines, agent_engines: AgentEngines) ->
         caption_engines, agent_engines, max_calls=2, call_connect_timeout_s=3.0, call_media_timeout_s=2.0
     ) as ws_url:
         yield ws_url.replace("ws://", "http://")
-
-
-async def health(url: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=5) as http:
-        return (await http.get(f"{url}/healthz")).json()  # type: ignore[no-any-return]
-
-
-async def until_no_calls(url: str, within_s: float = 10.0) -> dict[str, Any]:
-    deadline = time.monotonic() + within_s
-    while True:
-        state = await health(url)
-        if state["calls"] == 0 or time.monotonic() > deadline:
-            return state
-        await asyncio.sleep(0.1)
 
 
 async def test_a_spoken_question_through_the_server_is_answered_in_speech(call_server: str) -> None:
