@@ -67,14 +67,14 @@ class NodeBus:
         info, live = await self.redis.session(session_id)
         return info, live
 
-    def follow(self, session_id: str, from_start: bool) -> AsyncIterator[BusEvent]:
-        """The session's events for a viewer (after ``lookup`` found it), up to ``end``."""
-        log = self.local.get(session_id)
+    def follow(self, info: SessionInfo, from_start: bool) -> AsyncIterator[BusEvent]:
+        """The session's events for a viewer (``info`` as ``lookup`` found it), up to ``end``."""
+        log = self.local.get(info.id)
         if log is not None:
             return local_replay(log, from_start)
         if self.redis is None:
-            raise UnknownSession(session_id)
-        events: AsyncIterator[BusEvent] = self.redis.follow(session_id, from_start)
+            raise UnknownSession(info.id)
+        events: AsyncIterator[BusEvent] = self.redis.follow(info, from_start)
         return events
 
     async def transcript(self, session_id: str) -> list[dict[str, Any]]:

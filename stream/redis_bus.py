@@ -268,13 +268,14 @@ class RedisBus:
         events = (_entry_event(entry_id, fields) for entry_id, fields in entries)
         return [e.body() for e in events if e is not None and e.type == "final"]
 
-    async def follow(self, session_id: str, from_start: bool) -> AsyncIterator[BusEvent]:
-        """Another node's session's events (replay if asked), up to ``end``.
+    async def follow(self, info: SessionInfo, from_start: bool) -> AsyncIterator[BusEvent]:
+        """Another node's session's events (replay if asked), up to ``end``; ``info`` from ``session``.
 
         Every viewer of one remote session on this node reads one mirror of its log, fed
-        by one Redis reader (``_mirror``), so a thousand viewers cost one connection.
+        by one Redis reader (``_mirror``), so a thousand viewers cost one connection. The
+        session's entries may expire after ``info`` was read: the mirror then ends it.
         """
-        info, _live = await self.session(session_id)
+        session_id = info.id
         mirror = self._mirrors.get(session_id)
         if mirror is None:
             log_ = SessionLog(info, self.config.stream_maxlen)

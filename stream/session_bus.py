@@ -174,6 +174,7 @@ class SessionLog:
             return
         self._append({"type": "end", "reason": reason})
         self.ended_at = time.monotonic()
+        self._compact()
 
     def _append(self, event: dict[str, Any]) -> None:
         self.last_seq += 1
@@ -196,8 +197,14 @@ class SessionLog:
             self.finals.append(event)
         if event.type == "end":
             self.ended_at = time.monotonic()
+            self._compact()
         self._changed.set()
         self._changed.clear()
+
+    def _compact(self) -> None:
+        # An ended log is kept for replays and its transcript, which never show a
+        # superseded partial: holding only finals and ``end`` keeps ended logs small.
+        self.events = collections.deque(compact_replay(self.since(0)), maxlen=self.events.maxlen)
 
     def since(self, seq: int) -> list[BusEvent]:
         """Retained events after ``seq``; finals trimmed from the bounded log come from the finals."""

@@ -111,7 +111,7 @@ async def _serve_viewer(websocket: WebSocket, bus: NodeBus, session_id: str, fro
         if not SESSION_ID_RE.fullmatch(session_id):
             raise UnknownSession(session_id)
         info, live = await bus.lookup(session_id)
-        events = bus.follow(session_id, from_start)
+        events = bus.follow(info, from_start)
     except UnknownSession:
         await _close_with(websocket, "unknown_session", f"no session {session_id!r} is live or kept", 4404)
         return

@@ -25,6 +25,21 @@ async def test_a_replay_keeps_every_final_and_only_the_partial_still_open() -> N
     assert [(e.type, e.body()["text"]) for e in replay] == [("final", "The fox."), ("partial", "a dog")]
 
 
+async def test_an_ended_log_keeps_only_what_a_replay_shows_and_replays_the_same() -> None:
+    log = LocalBus("n").open("captions")
+    for i in range(50):
+        for words in ("the", "the fox", "the fox ran"):
+            log.publish(caption("partial", words, i))
+        log.publish(caption("final", f"The fox ran {i}.", i))
+    log.publish(caption("partial", "never finished", 50))
+    before = [(e.seq, e.text) for e in compact_replay(log.since(0))]
+    log.end()
+    after = [(e.seq, e.text) async for e in local_replay(log, from_start=True)]
+    assert after[:-1] == [item for item in before if "never finished" not in item[1]]
+    assert len(log.events) == 51 and all(e.type != "partial" for e in log.events), "partials dropped at the end"
+    assert [f["text"] for f in log.transcript()][-1] == "The fox ran 49."
+
+
 async def test_finals_rolled_out_of_a_bounded_log_still_reach_a_late_viewer() -> None:
     log = LocalBus("n", maxlen=4).open("captions")
     for i in range(3):
@@ -129,3 +144,28 @@ def test_the_mirror_keeps_only_stream_entries_a_node_wrote_and_placement_only_we
     assert _node_entry({"url": "u", "report": json.dumps(report)}) is None
     for bad in ("[1]", "{", '{"sessions": NaN}', '{"cpu_load": "high"}', '{"sessions": Infinity}'):
         assert _node_entry({"node_id": "n", "report": bad}) is None
+
+
+async def test_a_viewer_of_a_remote_session_whose_entries_expire_as_it_starts_gets_end_not_an_error() -> None:
+    """Found by bench/fuzz.py: the session was looked up, then gone before its stream was read."""
+    import redis.asyncio as aioredis
+
+    from voxline.config import BusConfig
+    from voxline.stream.redis_bus import RedisBus, _key
+
+    config = BusConfig(redis_url="redis://127.0.0.1:6379/0", node_id="viewer-node", heartbeat_s=0.2, ttl_s=0.6)
+    bus = RedisBus(config, LocalBus("viewer-node"), "http://127.0.0.1:1", lambda: {})
+    client = aioredis.Redis.from_url(config.redis_url, decode_responses=True)
+    session_id = f"expiring-{time.time_ns()}"
+    try:
+        await client.hset(_key("session", session_id), mapping={
+            "id": session_id, "kind": "captions", "node": "gone-node", "started_at": "1.0", "owner": "", "ended": "0"})
+        info, live = await bus.session(session_id)
+        await client.delete(_key("session", session_id))  # its node's entries expired meanwhile
+        async with asyncio.timeout(10):
+            got = [e.body() async for e in bus.follow(info, from_start=True)]
+    finally:
+        await client.delete(_key("session", session_id), _key("stream", session_id))
+        await client.aclose()
+        await bus.redis.aclose()
+    assert live and [(e["type"], e["reason"]) for e in got] == [("end", "node_lost")]
