@@ -2,8 +2,9 @@
 
 One ``PiperEngine`` serves every session of a process. ``stream(text)`` queues a
 request and returns a ``SynthesisStream``: an async iterator of mono float32 chunks
-at ``sample_rate_hz`` (22050 Hz for the packaged voice), one per sentence of the text,
-as Piper makes them. Worker threads run Piper; chunks reach the caller's loop through
+at ``sample_rate_hz`` (22050 Hz for the packaged voice), one per sentence of the text
+(a sentence over ``MAX_PIECE_WORDS`` words is cut first: ``tts_pieces``, which bounds
+each voice's memory), as Piper makes them. Worker threads run Piper; chunks reach the caller's loop through
 a bounded queue (``max_chunks_ahead``), and a worker that is that far ahead of its
 reader waits (back-pressure). A reader that stops (``aclose``, or cancellation of the
 task iterating) stops synthesis before the next sentence.
@@ -34,6 +35,7 @@ import numpy.typing as npt
 
 from voxline.errors import EngineError
 from voxline.models.registry import ModelNotFoundError, piper_voice_path
+from voxline.models.tts_pieces import WARM_UP_PIECE, bounded_pieces
 from voxline.models.worker_pool import (
     EarliestDeadlineFirst,
     EngineStream,
@@ -173,11 +175,20 @@ class PiperEngine:
             raise EngineError("TTS engine is closed")
         if self._pool.started:
             return
-        voices = await asyncio.to_thread(lambda: [self._load() for _ in range(self.workers)])
+        voices = await asyncio.to_thread(lambda: [self._load_warm() for _ in range(self.workers)])
         if self._pool.started or self._pool.closing:
             return
         self._sample_rate_hz = int(voices[0].config.sample_rate)
         self._pool.start([functools.partial(self._work, voice) for voice in voices])
+
+    def _load_warm(self) -> Any:
+        voice = self._load()
+        try:
+            for _ in voice.synthesize(WARM_UP_PIECE, syn_config=self._synthesis_config()):
+                pass  # grows the voice's arena to its working size now, not during a session
+        except Exception as exc:  # onnxruntime's untyped errors
+            raise EngineError(f"the Piper voice failed its first synthesis: {exc}") from exc
+        return voice
 
     def _load(self) -> Any:
         try:
@@ -262,10 +273,13 @@ class PiperEngine:
 
     # -- worker -------------------------------------------------------------------
 
-    def _work(self, voice: Any) -> None:
+    def _synthesis_config(self) -> Any:
         from piper import SynthesisConfig
 
-        config = SynthesisConfig(length_scale=self.length_scale, noise_scale=0.0, noise_w_scale=0.0)
+        return SynthesisConfig(length_scale=self.length_scale, noise_scale=0.0, noise_w_scale=0.0)
+
+    def _work(self, voice: Any) -> None:
+        config = self._synthesis_config()
         while (batch := self._pool.take()) is not None:
             for request in batch:
                 if request.channel.cancelled.is_set():
@@ -285,7 +299,7 @@ class PiperEngine:
         stats = request.stats
         started = time.perf_counter()
         stats.queued_ms = (started - request.submitted) * 1000
-        chunks = voice.synthesize(request.text, syn_config=config)
+        chunks = (chunk for piece in bounded_pieces(request.text) for chunk in voice.synthesize(piece, syn_config=config))
         while True:
             t0 = time.perf_counter()
             chunk = next(chunks, None)

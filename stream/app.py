@@ -37,8 +37,10 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from voxline import __version__
+from voxline.allocator import limit_arenas, release_free_memory
 from voxline.config import Config
 from voxline.pipeline.recipes.captioner import CaptionEngines
+from voxline.pipeline.tasks import wait_for_tasks
 
 from .auth import AccessPolicy, AuthError, Need, check_request, refusal_response, tokens_endpoint
 from .bus import NodeBus, claim_session
@@ -202,11 +204,17 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await service.start()
+        trimmer: asyncio.Task[None] | None = None
         try:
             await calls.start(service.engines)
             await bus.start()
+            if config.server.memory_trim_s > 0:
+                trimmer = asyncio.create_task(trim_memory_every(config.server.memory_trim_s), name="voxline-memory-trim")
             yield
         finally:
+            if trimmer is not None:
+                trimmer.cancel()
+                await wait_for_tasks([trimmer], 5.0, "memory trim")
             await calls.close()
             await bus.close()
             await service.close()
@@ -271,6 +279,13 @@ def uvicorn_config(config: Config, app: Starlette) -> uvicorn.Config:
     )
 
 
+async def trim_memory_every(interval_s: float) -> None:
+    """Hand the allocator's free pages back to the kernel every ``interval_s``, off the loop, until cancelled."""
+    while True:
+        await asyncio.sleep(interval_s)
+        await asyncio.to_thread(release_free_memory)
+
+
 def serve(config: Config) -> None:
     """Run the server until interrupted (blocking; the CLI's ``voxline serve``).
 
@@ -281,5 +296,6 @@ def serve(config: Config) -> None:
 
         serve_workers(config)
         return
+    limit_arenas(config.server.malloc_arenas)  # before the engines start their threads
     app = create_app(config)
     uvicorn.Server(uvicorn_config(config, app)).run()

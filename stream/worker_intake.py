@@ -40,6 +40,7 @@ from typing import Any
 
 import uvicorn
 
+from voxline.allocator import limit_arenas
 from voxline.config import Config
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,7 @@ def run_worker(channel: socket.socket) -> None:
     from .app import create_app, uvicorn_config
 
     spec = receive_spec(channel)
+    limit_arenas(spec.config.server.malloc_arenas)  # before the engines start their threads
     app = create_app(spec.config, cpu_root_pid=os.getppid())  # the front: CPU load is the whole node's
     server = AdoptingServer(uvicorn_config(spec.config, app), channel, app.state.node_report)
     server.run()

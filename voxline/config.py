@@ -157,6 +157,9 @@ class ServerConfig:
     every ``ws_ping_interval_s``) too. ``ws_compression`` offers permessage-deflate to
     WebSocket clients: off by default, since captions and events are small and
     compressing each one for each client is most of what a fan-out to viewers costs.
+    ``malloc_arenas`` caps glibc's malloc arenas (0: glibc's default of eight per core)
+    and every ``memory_trim_s`` the node hands its allocator's free pages back to the
+    kernel (0: never); see ``voxline.allocator``.
     """
 
     host: str = "127.0.0.1"
@@ -178,6 +181,8 @@ class ServerConfig:
     secret: str = ""
     token_max_ttl_s: float = 86400.0
     max_viewers: int = 2000
+    malloc_arenas: int = 2
+    memory_trim_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
