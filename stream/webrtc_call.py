@@ -93,6 +93,9 @@ def aiortc_module() -> Any:
     return aiortc
 
 
+_RECEIVER_BUFFER = "_RTCRtpReceiver__jitter_buffer"  # aiortc's private jitter buffer of a receiver
+
+
 def release_audio_on_arrival(pc: Any) -> int:
     """Make ``pc``'s audio receivers pass each packet on as soon as it is in order; how many changed.
 
@@ -114,11 +117,10 @@ def release_audio_on_arrival(pc: Any) -> int:
     from aiortc.jitterbuffer import JitterBuffer
 
     changed = 0
-    attribute = "_RTCRtpReceiver__jitter_buffer"
     for transceiver in pc.getTransceivers():
-        current = getattr(transceiver.receiver, attribute, None)
+        current = getattr(transceiver.receiver, _RECEIVER_BUFFER, None)
         if transceiver.kind == "audio" and type(current) is JitterBuffer:
-            setattr(transceiver.receiver, attribute, _reordering_buffer())
+            setattr(transceiver.receiver, _RECEIVER_BUFFER, _reordering_buffer())
             changed += 1
     return changed
 
@@ -127,7 +129,7 @@ def inbound_packet_counts(pc: Any) -> dict[str, int]:
     """What ``pc``'s reordering audio receivers did: packets ``released``, ``late`` and ``lost`` (gaps given up)."""
     counts = {"released": 0, "late": 0, "lost": 0}
     for transceiver in pc.getTransceivers():
-        order = getattr(getattr(transceiver.receiver, "_RTCRtpReceiver__jitter_buffer", None), "order", None)
+        order = getattr(getattr(transceiver.receiver, _RECEIVER_BUFFER, None), "order", None)
         if isinstance(order, ReorderWindow):
             counts["released"] += order.released
             counts["late"] += order.dropped_late
