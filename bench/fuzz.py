@@ -1,4 +1,4 @@
-"""Structured protocol fuzzing of a real voxline server: captions, offers, the data channel, Realtime, Redis.
+"""Structured protocol fuzzing of a real voxline server: captions, offers, the data channel, Realtime, phone, Redis.
 
 Starts a redis-server on a free port and one ``voxline serve`` node on loopback (real
 engines; calls on, ``call_connect_timeout_s`` 2 s so accepted offers nobody connects
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fuzz_drivers as drivers
 from fanout import free_port, start_redis
 
-PROTOCOLS = ("captions", "offer", "data_channel", "realtime", "redis")
+PROTOCOLS = ("captions", "offer", "data_channel", "realtime", "telephony", "redis")
 FOX = "The quick brown fox jumps over the lazy dog."
 FOX_WORDS = ("quick", "brown", "fox", "lazy", "dog")
 MAX_MESSAGE_BYTES = 64000
@@ -88,6 +88,8 @@ async def run_protocol(name: str, url: str, redis_url: str, rng: random.Random, 
         return await drivers.fuzz_data_channel(url, rng, messages)
     if name == "realtime":
         return await drivers.fuzz_realtime(url, rng, messages, max_message_bytes=MAX_MESSAGE_BYTES)
+    if name == "telephony":
+        return await drivers.fuzz_telephony(url, rng, messages, max_message_bytes=MAX_MESSAGE_BYTES)
     return await drivers.fuzz_redis(url, redis_url, rng, messages)
 
 

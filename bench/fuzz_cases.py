@@ -447,3 +447,52 @@ def redis_node_fields(rng: random.Random, node_id: str) -> dict[str, str]:
     elif roll == 4:
         del fields["url"]
     return fields
+
+
+# --- WS /v1/telephony/twilio and /telnyx ------------------------------------------------------
+
+PHONE_CLOSE_CODES = frozenset({1000, 1003, 1008})
+"""What a carrier socket may be closed with for its frames: a hang-up, a format voxline cannot take, a protocol breach."""
+
+
+def phone_start(carrier: str, encoding: str = "PCMU") -> dict[str, Any]:
+    """A valid ``start`` frame of ``carrier``."""
+    if carrier == "twilio":
+        return {"event": "start", "sequenceNumber": "1", "streamSid": "MZfuzz", "start": {
+            "accountSid": "ACfuzz", "streamSid": "MZfuzz", "callSid": "CAfuzz", "tracks": ["inbound"],
+            "customParameters": {}, "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}
+    return {"event": "start", "sequence_number": "1", "stream_id": "fuzz-stream", "start": {
+        "user_id": "u", "call_control_id": "v3:fuzz", "call_session_id": "s", "from": "+1", "to": "+2",
+        "custom_parameters": {}, "media_format": {"encoding": encoding, "sample_rate": 8000, "channels": 1}}}
+
+
+def phone_media(carrier: str, chunk: int, payload: bytes) -> dict[str, Any]:
+    """A valid ``media`` frame of ``carrier``: chunk ``chunk`` (from 1), 20 ms per chunk."""
+    media = {"track": "inbound", "chunk": str(chunk), "timestamp": str((chunk - 1) * 20),
+             "payload": base64.b64encode(payload).decode()}
+    if carrier == "twilio":
+        return {"event": "media", "sequenceNumber": str(chunk + 1), "media": media, "streamSid": "MZfuzz"}
+    return {"event": "media", "sequence_number": str(chunk + 1), "media": media, "stream_id": "fuzz-stream"}
+
+
+def phone_frame(rng: random.Random, carrier: str, chunk: int) -> tuple[str | bytes, bool]:
+    """One frame for a started stream, and whether it is surely valid: mostly quiet media, else junk of every kind."""
+    quiet = bytes(0xFF - rng.randrange(0, 3) for _ in range(160))  # μ-law near silence: no one speaks
+    roll = rng.random()
+    if roll < 0.6:
+        return json.dumps(phone_media(carrier, chunk, quiet)), True
+    if roll < 0.7:
+        return dump(rng, mutate_json(rng, phone_media(carrier, chunk, quiet), rounds=rng.randrange(1, 4))), False
+    if roll < 0.75:
+        return broken_text(rng), False
+    if roll < 0.8:
+        return random_bytes(rng, rng.randrange(1, 400)), False
+    if roll < 0.85:
+        return json.dumps({"event": rng.choice(["hello", "clear", "MEDIA", "", "start"]), "x": 1}), False
+    if roll < 0.9:
+        bad = phone_media(carrier, chunk, quiet)
+        bad["media"]["payload"] = rng.choice(["@@@", "AAA", "=" * 8, "\u00e9" * 10])
+        return json.dumps(bad), False
+    if roll < 0.95:
+        return json.dumps({"event": "dtmf", "dtmf": {"digit": rng.choice(["1", "#", "x", "", 7])}}), False
+    return json.dumps({"event": "mark", "mark": {"name": rng.choice(["vx1", "", None, "n" * 300])}}), False

@@ -656,3 +656,83 @@ async def fuzz_redis(url: str, redis_url: str, rng: random.Random, messages: int
 
 
 Driver = Callable[..., Awaitable[Tally]]
+
+
+# --- WS /v1/telephony/twilio and /telnyx ---------------------------------------------------------------------
+
+PHONE_ALIVE_FRAMES = 5
+"""Media frames the server must send after the junk to count the call as going on (100 ms of audio)."""
+
+
+async def _phone_connection(url: str, rng: random.Random, tally: Tally, count: int, limit_bytes: int) -> None:
+    """One phone call: ``count`` frames, junk among quiet media; the call must go on, or end with a documented code."""
+    carrier = rng.choice(("twilio", "telnyx"))
+    media_from_server = 0
+    async with websockets.connect(f"{url}/v1/telephony/{carrier}", max_size=None) as ws:
+
+        async def read() -> None:
+            nonlocal media_from_server
+            with contextlib.suppress(websockets.ConnectionClosed):
+                async for message in ws:
+                    frame = json.loads(message)
+                    if frame.get("event") == "media":
+                        media_from_server += 1
+                    elif frame.get("event") not in ("mark", "clear"):
+                        tally.problem(f"{carrier}: the server sent {str(frame)[:200]}")
+
+        reader = asyncio.create_task(read(), name="fuzz-phone-reader")
+        try:
+            await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            await ws.send(json.dumps(cases.phone_start(carrier, rng.choice(("PCMU", "PCMA")))))
+            tally.messages += 2
+            chunk = 1
+            for _ in range(count):
+                if rng.random() < 0.005:
+                    frame: str | bytes = "x" * (limit_bytes + 1)
+                    valid = False
+                else:
+                    frame, valid = cases.phone_frame(rng, carrier, chunk)
+                chunk += valid
+                await ws.send(frame)
+                tally.messages += 1
+                tally.answered += not valid
+                if rng.random() < 0.05:
+                    await asyncio.sleep(0.02)
+            seen = media_from_server
+            deadline = time.monotonic() + ANSWER_TIMEOUT_S
+            while media_from_server < seen + PHONE_ALIVE_FRAMES and ws.close_code is None:
+                if time.monotonic() > deadline:
+                    tally.problem(f"{carrier}: the call went quiet: no audio from the server for {ANSWER_TIMEOUT_S} s")
+                    break
+                await ws.send(json.dumps(cases.phone_media(carrier, chunk, b"\xff" * 160)))
+                chunk += 1
+                await asyncio.sleep(0.02)
+            if ws.close_code is None:
+                await ws.send(json.dumps({"event": "stop", "stop": {}}))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ws.wait_closed(), ANSWER_TIMEOUT_S)
+            code = ws.close_code
+        finally:
+            await ws.close()
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+    tally.connections += 1
+    if code not in cases.PHONE_CLOSE_CODES:
+        tally.problem(f"{carrier}: closed with {code} ({ws.close_reason!r}), not one of {sorted(cases.PHONE_CLOSE_CODES)}")
+
+
+async def fuzz_telephony(url: str, rng: random.Random, messages: int, *, max_message_bytes: int,
+                         per_call: int = 400, parallel: int = 2) -> Tally:
+    """Fuzz the carriers' media-stream sockets with about ``messages`` frames over calls of ``per_call``."""
+    tally = Tally()
+
+    async def one(seed: int) -> None:
+        local = random.Random(seed)
+        try:
+            await _phone_connection(url, local, tally, local.randrange(per_call // 2, per_call + 1), max_message_bytes)
+        except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+            tally.problem(f"phone call (seed {seed}) failed: {exc!r}")
+
+    while tally.messages < messages:
+        await asyncio.gather(*(one(rng.randrange(2**32)) for _ in range(parallel)))
+    return tally

@@ -2,7 +2,8 @@
 
 Routes: ``/`` (the browser call page, ``clients/web``), ``/healthz``, ``/metrics``,
 ``/v1/captions`` (WebSocket captions), ``/v1/realtime`` (the OpenAI-Realtime protocol,
-``realtime_ws``), ``POST /v1/webrtc/offer`` (voice calls),
+``realtime_ws``), ``POST /v1/webrtc/offer`` (voice calls), ``/v1/telephony/twilio`` and
+``/v1/telephony/telnyx`` (phone calls from a carrier's media stream, ``telephony``),
 ``GET /v1/vc/voices`` (the voice changer's presets and ranges, for a client's controls),
 ``POST /v1/tokens`` (``auth``), and the routes across sessions and nodes
 (``viewers``: ``/v1/sessions/{id}/captions``, ``/v1/sessions/{id}/transcript``,
@@ -50,6 +51,7 @@ from .metrics_http import metrics_registry, render_metrics
 from .realtime_ws import realtime_endpoint
 from .service import CaptionService
 from .stalled_peers import TransportAccess
+from .telephony.endpoints import telnyx_endpoint, twilio_endpoint
 from .viewers import (
     ViewerCount,
     nodes_endpoint,
@@ -226,6 +228,8 @@ def create_app(
             Route("/metrics", metrics),
             WebSocketRoute("/v1/captions", captions_endpoint),
             WebSocketRoute("/v1/realtime", realtime_endpoint),
+            WebSocketRoute("/v1/telephony/twilio", twilio_endpoint),
+            WebSocketRoute("/v1/telephony/telnyx", telnyx_endpoint),
             Route("/v1/webrtc/offer", webrtc_offer, methods=["POST"]),
             Route("/v1/vc/voices", vc_voices),
             Route("/v1/tokens", tokens_endpoint, methods=["POST"]),

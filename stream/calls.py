@@ -137,6 +137,7 @@ class CallService:
         self.converter: Any = None  # the voice changer's engine, made at the first such call
         self.sessions: Any = None  # the CaptionService whose session places calls take too (create_app)
         self.bus: Any = None  # the node's bus, where each call's captions go (create_app)
+        self.phone_calls: set[Any] = set()  # live ``PhoneCall``s (telephony endpoints add and remove them)
 
     async def start(self, captions: CaptionEngines | None) -> None:
         """Load the agent engines beside the shared ``captions`` (unless given, off, or not installed)."""
@@ -195,6 +196,22 @@ class CallService:
         self.reserved -= 1
         if self.sessions is not None:
             self.sessions.release()
+
+    def take_call_place(self) -> None:
+        """Hold a call place and a session place for a call on another transport (a phone call).
+
+        ``CallRefused`` when either is full or calls are off; ``give_call_place`` returns both.
+        """
+        self.reserve()
+        try:
+            self._take_session_place()
+        except CallRefused:
+            self.reserved -= 1
+            raise
+
+    def give_call_place(self) -> None:
+        """Give back what ``take_call_place`` held."""
+        self._give_back()
 
     async def open_call(self, offer: CallOffer, owner: str = "", session_id: str | None = None) -> dict[str, str]:
         """Start a call for ``offer`` and return the answer (``sdp``, ``type``, ``session_id``); ``CallRefused`` if not.
@@ -323,10 +340,13 @@ class CallService:
                 self.counters.failed += 1
 
     async def close(self) -> None:
-        """End every call (awaiting each) and release engines this service loaded. Idempotent."""
+        """End every call (awaiting each; phone calls hang up) and release engines this service loaded. Idempotent."""
         calls = list(self.calls)
         if calls:
             await asyncio.gather(*(call.close() for call in calls), return_exceptions=True)
+        phones = list(self.phone_calls)
+        if phones:
+            await asyncio.gather(*(call.hang_up("the server is stopping") for call in phones), return_exceptions=True)
         await wait_for_tasks(list(self._watchers), 5.0, "call service")
         if self.engines is not None and self._owns_engines:
             await self.engines.close()

@@ -40,14 +40,16 @@ class ReorderWindow(Generic[Payload]):
     """Sequence numbers and payloads in, payloads out in sequence order, each once.
 
     Counts what it ``released``, ``dropped_late`` (came after their place was given up,
-    or twice) and ``skipped`` (gaps given up as lost).
+    or twice) and ``skipped`` (gaps given up as lost). ``first`` is the sequence number
+    the sender starts from, when its protocol says (else the first packet to arrive
+    starts the count, and one that overtook it is late).
     """
 
-    def __init__(self, window: int = REORDER_WINDOW_PACKETS) -> None:
+    def __init__(self, window: int = REORDER_WINDOW_PACKETS, first: int | None = None) -> None:
         if window < 1:
             raise ValueError(f"window must be at least 1 packet, got {window}")
         self.window = window
-        self._next: int | None = None
+        self._next: int | None = None if first is None else first % SEQUENCE_MODULUS
         self._held: dict[int, Payload] = {}
         self.released = self.dropped_late = self.skipped = 0
 

@@ -2,7 +2,7 @@
 
 ``TurnLatencyHistograms.observe`` takes each ``turn_latency`` event a session's agent
 makes, with its transport (``webrtc`` for calls, ``realtime`` for the Realtime
-socket); ``families`` renders cumulative histograms, one series per transport and
+socket, ``twilio`` / ``telnyx`` for phone calls); ``families`` renders cumulative histograms, one series per transport and
 span: ``v2v`` (end
 of the user's speech to the reply's first audio out) and each stage's share of it
 (``asr_final``, ``endpoint``, ``llm_first_token``, ``tts_first_audio``, ``audio_out``).
@@ -44,7 +44,7 @@ class _Histogram:
         return out
 
 
-TRANSPORTS = ("webrtc", "realtime")
+TRANSPORTS = ("webrtc", "realtime", "twilio", "telnyx")
 
 
 class TurnLatencyHistograms:

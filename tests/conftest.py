@@ -13,7 +13,7 @@ import httpx
 import pytest
 import uvicorn
 
-from voxline.config import BusConfig, Config, ServerConfig, load_config
+from voxline.config import BusConfig, Config, ServerConfig, TelephonyConfig, load_config
 from voxline.pipeline.recipes.agent import AgentEngines
 from voxline.pipeline.recipes.captioner import CaptionEngines
 from voxline.stream.app import create_app, uvicorn_config
@@ -64,7 +64,7 @@ def free_port() -> int:
 @contextlib.contextmanager
 def running_server(
     engines: CaptionEngines, agent_engines: AgentEngines | None = None, bus: BusConfig | None = None,
-    **server: object,
+    telephony: TelephonyConfig | None = None, **server: object,
 ) -> Iterator[str]:
     """A real voxline server on a loopback port, in its own thread; yields its ws:// base URL.
 
@@ -79,6 +79,7 @@ def running_server(
     config = Config(
         server=ServerConfig(**settings),  # type: ignore[arg-type]
         bus=bus or BusConfig(),
+        telephony=telephony or TelephonyConfig(),
         asr=base.asr, vad=base.vad,
         agent=agent_engines.config.agent if agent_engines else base.agent,
     )

@@ -207,6 +207,23 @@ class BusConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TelephonyConfig:
+    """Phone calls through a carrier's media streams (``WS /v1/telephony/twilio``, ``.../telnyx``).
+
+    Phone calls share ``server.max_calls`` and ``server.max_sessions`` with WebRTC calls.
+    ``twilio_auth_token`` (``VOXLINE_TWILIO_AUTH_TOKEN``) turns on the check of Twilio's
+    ``X-Twilio-Signature`` on the WebSocket upgrade: HMAC-SHA1 of the URL Twilio
+    connected to, which behind a proxy differs from the one the server sees, so
+    ``public_url`` (e.g. ``wss://voice.example.com``) gives its scheme and host.
+    ``start_timeout_s`` ends a socket that sends no ``start`` in time.
+    """
+
+    twilio_auth_token: str = ""
+    public_url: str = ""
+    start_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Everything voxline can be told, by section."""
 
@@ -218,9 +235,14 @@ class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     vc: VcConfig = field(default_factory=VcConfig)
     bus: BusConfig = field(default_factory=BusConfig)
+    telephony: TelephonyConfig = field(default_factory=TelephonyConfig)
 
 
-ENV_ALIASES = {"VOXLINE_REDIS_URL": ("bus", "redis_url"), "VOXLINE_SECRET": ("server", "secret")}
+ENV_ALIASES = {
+    "VOXLINE_REDIS_URL": ("bus", "redis_url"),
+    "VOXLINE_SECRET": ("server", "secret"),
+    "VOXLINE_TWILIO_AUTH_TOKEN": ("telephony", "twilio_auth_token"),
+}
 """Short environment names for settings a deployment always sets (they win over the long form)."""
 
 

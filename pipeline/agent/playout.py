@@ -11,6 +11,11 @@ which words the listener has actually heard:
 - ``flush`` drops everything not yet played (a real interruption) and returns the
   words that were heard, cut at the last word played to its end, for the history.
 
+A transport whose far end plays the audio later than it is pulled (a phone carrier
+with its own buffer) gives the buffer a ``listener`` (``PlaybackLedger``): a word then
+counts as heard only once the listener says the sample where it ends was played, so
+``heard`` and ``flush`` cut at what the caller heard, not at what was sent.
+
 ``recent_words`` lists the words played in the last few seconds, so that the agent can
 tell its own voice coming back through the user's speaker from the user's words.
 
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +70,14 @@ class Heard:
     interrupted: bool
 
 
+class Listener(Protocol):
+    """The far end of a transport that plays audio after it is pulled (``PlaybackLedger``)."""
+
+    def has_heard(self, at_samples: int) -> bool:
+        """True once the sample at playout position ``at_samples`` (samples handed out) was played."""
+        ...
+
+
 def _ramp(n: int) -> FloatAudio:
     """Gains rising from near 0 to near 1 over ``n`` samples (reversed: a fade-out)."""
     return (np.arange(1, n + 1, dtype=np.float32) / np.float32(n + 1)).astype(np.float32)
@@ -81,12 +95,16 @@ def estimate_word_ends(text: str, n_samples: int) -> list[int]:
 
 @dataclass(slots=True)
 class PlayoutBuffer:
-    """Queued agent audio at ``sample_rate_hz``, pulled in frames; at most ``max_s`` queued."""
+    """Queued agent audio at ``sample_rate_hz``, pulled in frames; at most ``max_s`` queued.
+
+    ``listener`` (None: what is pulled is heard) confirms playback at the far end.
+    """
 
     sample_rate_hz: int
     max_s: float = 60.0
+    listener: Listener | None = None
     _segments: deque[_Segment] = field(default_factory=deque)
-    _heard: dict[int, list[str]] = field(default_factory=dict)
+    _heard: dict[int, list[tuple[int, str]]] = field(default_factory=dict)  # turn -> (clock at its end, word)
     _paused: bool = False
     _queued: int = 0
     _started: list[tuple[int, str]] = field(default_factory=list)
@@ -168,8 +186,13 @@ class PlayoutBuffer:
             self._fade_in = False
         return frame
 
-    def _fill(self, frame: FloatAudio, n_samples: int) -> int:
-        """Copy up to ``n_samples`` of queued audio into ``frame``; the count copied."""
+    def _fill(self, frame: FloatAudio, n_samples: int, starts_at: int | None = None) -> int:
+        """Copy up to ``n_samples`` of queued audio into ``frame``; the count copied.
+
+        ``starts_at`` is the playout position (clock) of ``frame[0]``: by default the
+        start of the frame ``next_frame`` is making.
+        """
+        at = self._clock - len(frame) if starts_at is None else starts_at
         filled = 0
         while filled < n_samples and self._segments:
             segment = self._segments[0]
@@ -177,7 +200,7 @@ class PlayoutBuffer:
                 self._started.append((segment.turn, segment.text))
             take = min(n_samples - filled, segment.remaining)
             frame[filled : filled + take] = segment.audio[segment.played : segment.played + take]
-            self._advance(segment, take)
+            self._advance(segment, take, at + filled)
             filled += take
             if segment.remaining == 0:
                 self._segments.popleft()
@@ -188,7 +211,7 @@ class PlayoutBuffer:
         started, self._started = self._started, []
         return started
 
-    def _advance(self, segment: _Segment, samples: int) -> None:
+    def _advance(self, segment: _Segment, samples: int, starts_at: int) -> None:
         before = segment.played
         segment.played += samples
         self._queued -= samples
@@ -196,7 +219,7 @@ class PlayoutBuffer:
         heard = self._heard[segment.turn]
         for word, end in zip(words, segment.word_ends, strict=True):
             if before < end <= segment.played:
-                heard.append(word)
+                heard.append((starts_at + end - before, word))
                 self._recent.append((self._clock, word))
         keep_from = self._clock - round(RECENT_WORDS_S * self.sample_rate_hz)
         while self._recent and self._recent[0][0] < keep_from:
@@ -216,9 +239,13 @@ class PlayoutBuffer:
             self._fade_out = 0
         self._paused = False
 
+    def _words_heard(self, turn: int) -> list[str]:
+        listener = self.listener
+        return [word for at, word in self._heard.get(turn, []) if listener is None or listener.has_heard(at)]
+
     def heard(self, turn: int) -> Heard:
-        """The words of ``turn`` played to their end so far."""
-        return Heard(turn, " ".join(self._heard.get(turn, [])), False)
+        """The words of ``turn`` played to their end so far (at the far end, with a ``listener``)."""
+        return Heard(turn, " ".join(self._words_heard(turn)), False)
 
     def flush(self) -> list[Heard]:
         """Drop all audio not yet played; return, per turn that had some, what was heard.
@@ -228,20 +255,21 @@ class PlayoutBuffer:
         cut_turns = {s.turn for s in self._segments if s.played < len(s.audio)}
         if not self._paused and self._mid_segment:
             tail = np.zeros(self._fade_samples, dtype=np.float32)
-            fade = self._fill(tail, len(tail))
+            fade = self._fill(tail, len(tail), starts_at=self._clock)  # played from the next frame on
             self._tail = tail[:fade] * _ramp(len(tail))[::-1][:fade]
         self._segments.clear()
         self._started.clear()
         self._queued = 0
         self._paused = False
         self._fade_out, self._fade_in = 0, False
-        heard = [
-            Heard(turn, " ".join(words), turn in cut_turns)
-            for turn, words in sorted(self._heard.items())
-        ]
+        heard = [Heard(turn, " ".join(self._words_heard(turn)), turn in cut_turns) for turn in sorted(self._heard)]
         self._heard = {}
         return heard
 
     def forget(self, turn: int) -> Heard:
-        """Stop tracking a turn that finished playing; returns what was heard of it."""
-        return Heard(turn, " ".join(self._heard.pop(turn, [])), False)
+        """Stop tracking a turn that finished playing; returns what was heard of it.
+
+        A turn that played out uncut counts as heard whole, also where a ``listener``
+        has yet to confirm its last samples (nothing will stop them now).
+        """
+        return Heard(turn, " ".join(word for _, word in self._heard.pop(turn, [])), False)

@@ -120,6 +120,14 @@ async def test_realtime_sessions_take_every_client_event_shape_and_carry_on(fuzz
     assert tally.messages >= 1200 and tally.answered >= 100
 
 
+async def test_phone_calls_carry_on_through_malformed_carrier_frames(fuzz_server: tuple[str, str],
+                                                                    idle: dict[str, int]) -> None:
+    url, _ = fuzz_server
+    tally = await fuzzed_while_watched(url, idle, drivers.fuzz_telephony(
+        url, random.Random(16), 900, max_message_bytes=MAX_MESSAGE_BYTES, per_call=300))
+    assert tally.messages >= 900 and tally.connections >= 3 and tally.answered >= 100
+
+
 async def test_offers_of_every_shape_get_a_documented_answer(fuzz_server: tuple[str, str], idle: dict[str, int],
                                                              offer_sdp: str) -> None:
     url, _ = fuzz_server
