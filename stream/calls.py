@@ -344,7 +344,7 @@ class CallService:
         calls = list(self.calls)
         if calls:
             await asyncio.gather(*(call.close() for call in calls), return_exceptions=True)
-        phones = list(self.phone_calls)
+        phones = list(self.phone_calls)  # uvicorn has closed their sockets (1012) by now, unless run otherwise
         if phones:
             await asyncio.gather(*(call.hang_up("the server is stopping") for call in phones), return_exceptions=True)
         await wait_for_tasks(list(self._watchers), 5.0, "call service")

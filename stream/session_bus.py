@@ -295,4 +295,7 @@ def caption_from_agent_event(event: dict[str, Any]) -> dict[str, Any] | None:
                 "start": event.get("start_s"), "end": event.get("end_s")}
     if kind == "agent_done" and event.get("text"):
         return {"type": "final", "speaker": "agent", "reply": event.get("reply"), "text": event["text"]}
+    if kind == "interrupted" and event.get("heard"):  # cut short: the words the caller heard
+        return {"type": "final", "speaker": "agent", "reply": event.get("reply"), "text": event["heard"],
+                "interrupted": True}
     return None

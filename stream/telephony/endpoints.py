@@ -17,7 +17,8 @@ Point a Twilio number at voxline with TwiML ``<Connect><Stream url="wss://HOST/v
    replaces the agent's prompt for the call.
 
 The call's words go to the node's bus as a session of kind ``call`` (viewers and
-transcripts work as for any session); its turn latencies to ``/metrics`` under
+transcripts work as for any session; ``?session=ID`` in the stream URL names it, as for
+the other publishers, and a token must grant ``publish:ID`` then); its turn latencies to ``/metrics`` under
 ``transport="twilio"`` or ``"telnyx"``. Nothing of a call outlives its socket.
 """
 
@@ -31,7 +32,8 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from ..auth import fit_close_reason
+from ..auth import AuthError, fit_close_reason
+from ..bus import claim_session
 from ..calls import MAX_SYSTEM_PROMPT_CHARS, CallRefused, CallService
 from ..realtime_ws import refusal as token_or_loopback_refusal
 from ..session_bus import caption_from_agent_event
@@ -125,6 +127,12 @@ async def serve_phone_call(websocket: WebSocket, carrier: str) -> None:
     else:
         token_refusal = token_or_loopback_refusal(websocket)
         refused = (token_refusal[0], token_refusal[2]) if token_refusal is not None else None
+    owner, session_id = "", websocket.query_params.get("session") or None
+    if refused is None and not (carrier == "twilio" and telephony.twilio_auth_token):
+        try:
+            session_id, owner = claim_session(websocket)
+        except AuthError as exc:
+            refused = (exc.close_code, exc.message)
     if refused is not None:
         log.warning("%s stream refused: %s", carrier, refused[1])
         await _close(websocket, *refused)
@@ -137,12 +145,14 @@ async def serve_phone_call(websocket: WebSocket, carrier: str) -> None:
         return
     try:
         await websocket.accept()
-        await _serve_admitted(websocket, carrier, calls, state.bus)
+        await _serve_admitted(websocket, carrier, calls, state.bus, owner, session_id)
     finally:
         calls.give_call_place()
 
 
-async def _serve_admitted(websocket: WebSocket, carrier: str, calls: CallService, bus: Any) -> None:
+async def _serve_admitted(
+    websocket: WebSocket, carrier: str, calls: CallService, bus: Any, owner: str, session_id: str | None
+) -> None:
     protocol = media_stream_protocol(carrier)
     try:
         started = await wait_for_start(websocket, protocol, calls.config.telephony.start_timeout_s)
@@ -151,7 +161,7 @@ async def _serve_admitted(websocket: WebSocket, carrier: str, calls: CallService
         await _close(websocket, exc.close_code, exc.message)
         return
     session = _agent_session(calls, carrier, started)
-    session_log = bus.open("call") if bus is not None else None
+    session_log = bus.open("call", owner, session_id) if bus is not None else None
 
     def on_event(event: dict[str, Any]) -> None:
         calls.latency.observe(event, carrier)
