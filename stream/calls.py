@@ -198,7 +198,7 @@ class CallService:
             self.sessions.release()
 
     def take_call_place(self) -> None:
-        """Hold a call place and a session place for a call on another transport (a phone call).
+        """Hold a call place and a session place for a call (WebRTC, a phone call).
 
         ``CallRefused`` when either is full or calls are off; ``give_call_place`` returns both.
         """
@@ -220,12 +220,7 @@ class CallService:
         place (``server.max_calls``); its captions (both sides' words) go to the node's
         bus under ``session_id`` (fresh unless given).
         """
-        self.reserve()
-        try:
-            self._take_session_place()
-        except CallRefused:
-            self.reserved -= 1
-            raise
+        self.take_call_place()
         log_ = self.bus.open("call", owner, session_id) if self.bus is not None else None
         try:
             if offer.mode == "voice_changer" and self.converter is None:
