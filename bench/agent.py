@@ -40,11 +40,21 @@ with user audio synthesized by the packaged Piper voice.
    ``v2v_ms`` (as in phase 1), ``turns`` {asked, answered: the agent spoke after the
    recording ended, before the next}, ``cut_ins``: agent audio starting (a loud frame
    after a silent one) between the recording's first and last loud sample, i.e. while
-   the speaker was still speaking; ``heard``: the user turns the agent answered.
+   the speaker was still speaking (``cut_ins_by_recording``: where, for those with any);
+   ``heard``: the user turns the agent answered.
+   ``--telephone`` says each recording over a phone line instead (``bench/narrowband.py``:
+   soxr to 8 kHz, G.711 μ-law, or ``--law alaw``, and back; a set's noise goes on
+   before the line): the session is fed 20 ms frames of 160 samples at 8 kHz, as
+   ``stream/telephony/phone_call.py`` feeds it, and its own resample stage takes them
+   to 16 kHz. Speech bounds (v2v, cut-ins) are those of the line's audio.
+   ``--telephone both`` runs every set at 16 kHz and then over the line on the same
+   engines: the set's object holds the 16 kHz figures, its ``telephone`` object the
+   line's, ``telephone_delta`` the differences (line minus 16 kHz).
 
 The last line of stdout is one JSON object.
 
     python bench/agent.py --json [--turns 8] [--bargeins 9] [--echo] [--set real,hard,piper]
+    python bench/agent.py --json --set real --telephone both
 
 With ``--url http://HOST:PORT [--calls N]`` it runs none of the above: real WebRTC
 calls to a running ``voxline serve`` instead, described in ``bench/agent_calls.py``.
@@ -62,6 +72,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import statistics
@@ -73,6 +84,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from narrowband import PHONE_RATE_HZ, telephone
 from percentiles import p50_p95
 from speech_sets import SET_NAMES, SET_NOISE_SNR_DB, add_noise, load_set, speech_rms
 
@@ -80,6 +92,7 @@ from voxline.clients.agent_runner import PacedAgentLoop, SpeakOverAgent, TurnTak
 from voxline.config import Config, load_config
 from voxline.models.llm import LlamaEngine
 from voxline.models.speech_synth import synthesize
+from voxline.pipeline.frames import AudioFrame, Frame
 from voxline.pipeline.recipes.agent import LISTEN_RATE_HZ, AgentEngines, build_agent_session
 
 QUESTIONS = [
@@ -203,6 +216,48 @@ def set_recordings(name: str) -> list[tuple[str, np.ndarray]]:
     ]
 
 
+class PhoneLineInput:
+    """The session's input edge as a phone call feeds it: the loop's mic frames, 8 kHz.
+
+    ``PacedAgentLoop`` labels what it sends 16 kHz; ``PhoneLineUser`` hands it 8 kHz
+    audio (half the samples a tick), so each frame is relabelled here, its pts already
+    counted in 8 kHz samples. Other frames (end of stream) pass as they are.
+    """
+
+    def __init__(self, edge: Any) -> None:
+        self.edge = edge
+
+    def put_nowait(self, frame: Frame) -> bool:
+        """Queue ``frame`` on the session's edge (its return value: False when full)."""
+        if isinstance(frame, AudioFrame):
+            frame = dataclasses.replace(frame, sample_rate_hz=PHONE_RATE_HZ)
+        return bool(self.edge.put_nowait(frame))
+
+
+class PhoneLineUser:
+    """A ``TurnTakingUser`` of 8 kHz clips, asked for 8 kHz's share of each 16 kHz tick."""
+
+    def __init__(self, user: TurnTakingUser) -> None:
+        self.user = user
+
+    @property
+    def done(self) -> bool:
+        """As the wrapped user's."""
+        return self.user.done
+
+    def __call__(self, n_samples: int, loop: PacedAgentLoop) -> np.ndarray:
+        """The next ``n_samples × 8 / 16`` samples of the 8 kHz clip (or silence)."""
+        return self.user(n_samples * PHONE_RATE_HZ // LISTEN_RATE_HZ, loop)
+
+
+def _end_shift_ms(wide: np.ndarray, narrow: np.ndarray) -> float:
+    """How much earlier (ms) the last loud sample comes after the phone line than before it."""
+    loud_wide, loud_narrow = np.flatnonzero(np.abs(wide) > LOUD), np.flatnonzero(np.abs(narrow) > LOUD)
+    if not len(loud_wide) or not len(loud_narrow):
+        return 0.0
+    return (loud_wide[-1] / LISTEN_RATE_HZ - loud_narrow[-1] / PHONE_RATE_HZ) * 1000
+
+
 def _onsets(loop: PacedAgentLoop, start: float, end: float) -> int:
     """Agent audio starting (a loud frame after a quiet one) in [start, end] (wall times)."""
     count, before = 0, False
@@ -214,20 +269,38 @@ def _onsets(loop: PacedAgentLoop, start: float, end: float) -> int:
     return count
 
 
-async def run_set(engines: AgentEngines, name: str) -> dict[str, Any]:
-    """Phase 6: each recording of the set as one user turn; v2v, answered, cut-ins."""
+async def run_set(engines: AgentEngines, name: str, *, law: str | None = None) -> dict[str, Any]:
+    """Phase 6: each recording of the set as one user turn; v2v, answered, cut-ins.
+
+    ``law`` ("ulaw" / "alaw"): over a phone line, the session fed 8 kHz G.711 audio.
+    """
     recordings = set_recordings(name)
     session = build_agent_session(engines)
-    lead = np.zeros(LISTEN_RATE_HZ // 2, np.float32)
-    user = TurnTakingUser([np.concatenate([lead, audio]) for _, audio in recordings], gap_s=0.8)
-    loop = PacedAgentLoop(session, user)
+    extra: dict[str, Any] = {"input": {"rate_hz": LISTEN_RATE_HZ, "g711": None}}
+    source: Any
+    if law is None:
+        lead = np.zeros(LISTEN_RATE_HZ // 2, np.float32)
+        user = TurnTakingUser([np.concatenate([lead, audio]) for _, audio in recordings], gap_s=0.8)
+        source = user
+    else:
+        narrow = [telephone(audio, law) for _, audio in recordings]  # type: ignore[arg-type]
+        lead = np.zeros(PHONE_RATE_HZ // 2, np.float32)
+        user = TurnTakingUser([np.concatenate([lead, audio]) for audio in narrow], gap_s=0.8)
+        source = PhoneLineUser(user)
+        session = dataclasses.replace(session, audio_in=PhoneLineInput(session.audio_in))
+        shifts = [_end_shift_ms(wide, n) for (_, wide), n in zip(recordings, narrow, strict=True)]
+        extra = {
+            "input": {"rate_hz": PHONE_RATE_HZ, "g711": law},
+            "speech_end_earlier_ms": {"mean": round(float(np.mean(shifts)), 1), "max": round(max(shifts), 1)},
+        }
+    loop = PacedAgentLoop(session, source)
     await session.graph.start()
     try:
         total_s = sum(len(a) for _, a in recordings) / LISTEN_RATE_HZ
         await loop.run(lambda _: user.done, max_s=total_s + 30.0 * len(recordings) + 10)
     finally:
         await session.graph.cancel()
-    v2v, answered, cut_ins = [], 0, 0
+    v2v, answered, cut_ins_by_recording = [], 0, [0] * len(recordings)
     starts, ends = user.speech_start_wall, user.speech_end_wall
     for i, end in enumerate(ends):
         next_start = starts[i + 1] if i + 1 < len(starts) else float("inf")
@@ -236,14 +309,45 @@ async def run_set(engines: AgentEngines, name: str) -> dict[str, Any]:
             answered += 1
             v2v.append((first - end) * 1000)
         if i < len(starts):
-            cut_ins += _onsets(loop, starts[i], end)
+            cut_ins_by_recording[i] = _onsets(loop, starts[i], end)
+    cut_ins = sum(cut_ins_by_recording)
     return {
+        **extra,
         "v2v_ms": p50_p95(v2v),
         "turns": {"asked": len(recordings), "answered": answered},
         "cut_ins": cut_ins,
+        "cut_ins_by_recording": {
+            f"{i}: {' '.join(text.split()[:4])}": n for i, ((text, _), n) in enumerate(zip(recordings, cut_ins_by_recording, strict=True)) if n
+        },
         "discarded_unheard": sum(e["type"] == "reply_discarded" for e in loop.events),
+        "skipped_ticks": loop.skipped_ticks,
         "heard": [e["text"] for e in loop.events if e["type"] == "user_turn"],
     }
+
+
+def telephone_delta(wide: dict[str, Any], phone: dict[str, Any]) -> dict[str, Any]:
+    """Phone line minus 16 kHz on one set: v2v ms, turns answered, cut-ins."""
+
+    def diff(a: Any, b: Any) -> float | None:
+        return round(b - a, 1) if isinstance(a, int | float) and isinstance(b, int | float) else None
+
+    return {
+        "v2v_ms_p50": diff(wide["v2v_ms"].get("p50"), phone["v2v_ms"].get("p50")),
+        "v2v_ms_p95": diff(wide["v2v_ms"].get("p95"), phone["v2v_ms"].get("p95")),
+        "answered": diff(wide["turns"]["answered"], phone["turns"]["answered"]),
+        "cut_ins": diff(wide["cut_ins"], phone["cut_ins"]),
+    }
+
+
+async def run_set_lines(engines: AgentEngines, name: str, telephone_mode: str, law: str) -> dict[str, Any]:
+    """One set at 16 kHz, over the phone line, or both (16 kHz first; then ``telephone``)."""
+    if telephone_mode == "on":
+        return await run_set(engines, name, law=law)
+    wide = await run_set(engines, name)
+    if telephone_mode == "off":
+        return wide
+    phone = await run_set(engines, name, law=law)
+    return {**wide, "telephone": phone, "telephone_delta": telephone_delta(wide, phone)}
 
 
 def real_over_piper(by_set: dict[str, dict[str, Any]]) -> float | None:
@@ -387,8 +491,15 @@ async def main() -> None:
     parser.add_argument(
         "--set", default="", help=f"comma-separated test sets ({', '.join(SET_NAMES)}) spoken turn by turn; real always runs"
     )
+    parser.add_argument(
+        "--telephone", nargs="?", const="on", default="off", choices=("off", "on", "both"),
+        help="with --set: say the recordings over an 8 kHz G.711 line (both: 16 kHz, then the line)",
+    )
+    parser.add_argument("--law", default="ulaw", choices=("ulaw", "alaw"), help="the phone line's G.711 law")
     args = parser.parse_args()
     sets = [n.strip() for n in args.set.split(",") if n.strip()]
+    if args.telephone != "off" and (not sets or args.url):
+        parser.error("--telephone needs --set and runs in-process only")
     if sets and "real" not in sets:
         sets.insert(0, "real")  # real speech is always reported beside the others
     if args.url:
@@ -417,7 +528,7 @@ async def main() -> None:
     started = time.process_time(), time.monotonic()
     try:
         if sets:
-            by_set = {name: await run_set(engines, name) for name in sets}
+            by_set = {name: await run_set_lines(engines, name, args.telephone, args.law) for name in sets}
             print(json.dumps({
                 "bench": "agent", "mode": "in_process", "sets": by_set, "real_over_piper_v2v_p50": real_over_piper(by_set),
             }))

@@ -29,6 +29,19 @@ The last line of stdout is one JSON object.
 
     python bench/captions.py --json --set real,hard,piper [--sessions 4] [--url ws://...]
     python bench/captions.py --json --set piper --seconds 45 --sweep 1,2,4,8
+    python bench/captions.py --json --set real,piper --telephone both [--law alaw]
+
+``--telephone`` puts every session's stream through a phone line first
+(``bench/narrowband.py``: soxr to 8 kHz, G.711 μ-law or A-law and back; noise, where a
+set has it, is added before the line, as a room's would be) and streams the 8 kHz
+audio to the caption graph at 8 kHz (``caption_locally`` and ``caption_remote`` carry
+the rate; the graph's resample stage takes it to 16 kHz, as on a phone call). The
+offline decode gets the same line's audio, taken back to 16 kHz by the graph's own
+resampler. Sentence bounds stay those measured on the 16 kHz clip: latency counts from
+when the caller stopped speaking. ``--telephone both`` runs each set at 16 kHz, then
+through the line, in the same process: the set's object holds the 16 kHz figures, its
+``telephone`` object the line's, and ``telephone_delta`` the differences (line minus
+16 kHz). Each result's ``input`` says what the graph was fed.
 
 Every set named runs in the same process, one after another; ``real`` always runs
 too. ``--seconds 0`` (the default) streams every clip of the set once per session.
@@ -53,6 +66,7 @@ from typing import Any
 import numpy as np
 
 try:  # run as a script (bench/ on sys.path) or imported as bench.captions
+    from narrowband import PHONE_RATE_HZ, telephone, to_listen_rate
     from speech_sets import SET_NAMES, SET_NOISE_SNR_DB, add_noise, load_set, speech_rms
     from testset import (
         SAMPLE_RATE_HZ,
@@ -63,6 +77,7 @@ try:  # run as a script (bench/ on sys.path) or imported as bench.captions
         utterance_audio,
     )
 except ImportError:  # pragma: no cover
+    from .narrowband import PHONE_RATE_HZ, telephone, to_listen_rate  # type: ignore[no-redef]
     from .speech_sets import (  # type: ignore[no-redef]
         SET_NAMES,
         SET_NOISE_SNR_DB,
@@ -82,6 +97,31 @@ except ImportError:  # pragma: no cover
 CHUNK_S = 0.100
 MAX_SEND_LAG_S = 0.5
 MAX_FINAL_LATENCY_MS = 3000.0
+LINES = ("ulaw", "alaw")
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """What the sessions' audio goes through before the graph: nothing (16 kHz) or a phone line."""
+
+    law: str | None = None  # "ulaw" / "alaw": G.711 at 8 kHz; None: the 16 kHz recording
+
+    @property
+    def rate_hz(self) -> int:
+        """The rate the graph (and the offline decode, before resampling) gets (Hz)."""
+        return PHONE_RATE_HZ if self.law else SAMPLE_RATE_HZ
+
+    def stream(self, audio: np.ndarray) -> np.ndarray:
+        """A session's 16 kHz audio as the graph is fed it, at ``rate_hz``."""
+        return telephone(audio, self.law) if self.law else audio  # type: ignore[arg-type]
+
+    def for_recognizer(self, audio: np.ndarray) -> np.ndarray:
+        """A 16 kHz clip as the recogniser hears it after the line (16 kHz)."""
+        return to_listen_rate(telephone(audio, self.law)) if self.law else audio  # type: ignore[arg-type]
+
+    def describe(self) -> dict[str, Any]:
+        """The ``input`` entry of a result."""
+        return {"rate_hz": self.rate_hz, "g711": self.law}
 
 
 # -- text ---------------------------------------------------------------------------
@@ -122,9 +162,10 @@ class SessionRun:
     """What one session sent and received."""
 
     index: int
-    stream: Stream
+    stream: Stream  # its audio at ``rate_hz``; the sentences' bounds in seconds
     t0: float = 0.0
     chunk_s: float = CHUNK_S
+    rate_hz: int = SAMPLE_RATE_HZ
     send_lags_s: list[float] = field(default_factory=list)
     events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # (arrival, event)
     error: str | None = None
@@ -133,10 +174,10 @@ class SessionRun:
 
 async def _paced_chunks(run: SessionRun) -> AsyncIterator[np.ndarray]:
     audio = run.stream.audio
-    step = round(run.chunk_s * SAMPLE_RATE_HZ)
+    step = round(run.chunk_s * run.rate_hz)
     for a in range(0, len(audio), step):
         b = min(a + step, len(audio))
-        due = run.t0 + b / SAMPLE_RATE_HZ
+        due = run.t0 + b / run.rate_hz
         delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -148,11 +189,11 @@ async def _run_session(run: SessionRun, engines: Any, config: Any, url: str | No
     if url:
         from voxline.clients.caption_client import caption_remote
 
-        events = caption_remote(url, _paced_chunks(run), SAMPLE_RATE_HZ)
+        events = caption_remote(url, _paced_chunks(run), run.rate_hz)
     else:
         from voxline.clients.caption_runner import caption_locally
 
-        events = caption_locally(_paced_chunks(run), SAMPLE_RATE_HZ, config, engines=engines)
+        events = caption_locally(_paced_chunks(run), run.rate_hz, config, engines=engines)
     try:
         async for event in events:
             run.events.append((time.monotonic(), event))
@@ -252,7 +293,7 @@ def _analyse(runs: list[SessionRun], wall_s: float, cpu_util: float | None) -> d
     )
     return {
         "sessions": len(runs),
-        "audio_s_per_session": round(float(np.mean([r.stream.seconds for r in runs])), 2),
+        "audio_s_per_session": round(float(np.mean([len(r.stream.audio) / r.rate_hz for r in runs])), 2),
         "sentences": sum(len(r.stream.sentences) for r in runs),
         "wer": wer,
         "wer_per_session": wer_per_session,
@@ -370,15 +411,18 @@ class _BatchCollector:
         self.poll()
 
 
-def _streams(clips: tuple[Any, ...], n: int, seconds: float, noise_db: float | None) -> list[Stream]:
-    """``n`` sessions' streams; ``seconds`` 0: every clip once; noise over the whole stream."""
+def _streams(
+    clips: tuple[Any, ...], n: int, seconds: float, noise_db: float | None, line: Line = Line()
+) -> list[Stream]:
+    """``n`` sessions' streams at ``line.rate_hz``; ``seconds`` 0: every clip once; noise
+    over the whole stream, then the line."""
     if seconds <= 0:
         seconds = sum(len(c.audio) for c in clips) / SAMPLE_RATE_HZ + 1.2 * len(clips) + 6.0
     streams = [build_stream(clips, i, seconds) for i in range(n)]
-    if noise_db is None:
-        return streams
-    level = speech_rms(clips)
-    return [Stream(add_noise(st.audio, noise_db, level, seed=i), st.sentences) for i, st in enumerate(streams)]
+    if noise_db is not None:
+        level = speech_rms(clips)
+        streams = [Stream(add_noise(st.audio, noise_db, level, seed=i), st.sentences) for i, st in enumerate(streams)]
+    return [Stream(line.stream(st.audio), st.sentences) for st in streams] if line.law else streams
 
 
 def _quietest_cut(audio: np.ndarray, lo: int, hi: int) -> int:
@@ -388,14 +432,18 @@ def _quietest_cut(audio: np.ndarray, lo: int, hi: int) -> int:
     return lo + int(np.argmin(energies)) * (win // 2)
 
 
-async def offline_wer(recognizer: Any, clips: tuple[Any, ...], noise_db: float | None) -> float:
-    """WER of ``recognizer`` decoding each whole clip at once (the streaming target)."""
+async def offline_wer(
+    recognizer: Any, clips: tuple[Any, ...], noise_db: float | None, line: Line = Line()
+) -> float:
+    """WER of ``recognizer`` decoding each whole clip at once (the streaming target),
+    after ``line`` (back at 16 kHz)."""
     import jiwer
 
     level = speech_rms(clips)
     refs, hyps = [], []
     for i, clip in enumerate(clips):
         audio = clip.audio if noise_db is None else add_noise(clip.audio, noise_db, level, seed=100 + i)
+        audio = line.for_recognizer(audio)
         words: list[str] = []
         start, piece = 0, 28 * SAMPLE_RATE_HZ
         while start < len(audio):
@@ -412,9 +460,10 @@ async def offline_wer(recognizer: Any, clips: tuple[Any, ...], noise_db: float |
 
 async def _run_count(
     n: int, clips: tuple[Any, ...], seconds: float, engines: Any, config: Any, url: str | None,
-    chunk_s: float = CHUNK_S, noise_db: float | None = None,
+    chunk_s: float = CHUNK_S, noise_db: float | None = None, line: Line = Line(),
 ) -> tuple[dict[str, Any], list[SessionRun]]:
-    runs = [SessionRun(i, stream, chunk_s=chunk_s) for i, stream in enumerate(_streams(clips, n, seconds, noise_db))]
+    streams = _streams(clips, n, seconds, noise_db, line)
+    runs = [SessionRun(i, stream, chunk_s=chunk_s, rate_hz=line.rate_hz) for i, stream in enumerate(streams)]
     recognizer = getattr(engines, "recognizer", None)
     collector = (
         _BatchCollector(recognizer)
@@ -446,7 +495,7 @@ async def _run_count(
         )
     else:
         cpu_util = round(proc / wall / cpus, 3)
-    result = _analyse(runs, wall, cpu_util)
+    result = {"input": line.describe(), **_analyse(runs, wall, cpu_util)}
     result["rss_mb"] = {"before": rss_before, "after": await asyncio.to_thread(_rss_mb, url)}
     if collector is not None:
         result["asr_batches"] = _batch_summary(collector.collected, wall)
@@ -462,6 +511,7 @@ def _dump_events(path: str, all_runs: list[list[SessionRun]]) -> None:
                         {
                             "sessions": len(runs),
                             "session": run.index,
+                            "rate_hz": run.rate_hz,
                             "sentences": [
                                 {
                                     "text": s.text,
@@ -508,22 +558,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         padding = await asyncio.to_thread(engines.recognizer.encoder_padding_speedup, five_s)
         # Warm the decoder/aligner too, so the first session does not pay for it.
         await engines.recognizer.transcribe(piper[0].audio, final=True, deadline=time.monotonic())
+    lines = _lines(args.telephone, args.law)
     per_set: dict[str, dict[str, Any]] = {}
     all_runs: list[list[SessionRun]] = []
     try:
         for name, clips in sets.items():
             noise_db = SET_NOISE_SNR_DB.get(name)
-            results: list[dict[str, Any]] = []
-            for i, n in enumerate(counts):
-                await asyncio.sleep(1.0 if i or per_set else 0.0)  # let queues empty between runs
-                result, runs = await _run_count(
-                    n, clips, args.seconds, engines, config, args.url, args.chunk_ms / 1000, noise_db
-                )
-                results.append(result)
-                all_runs.append(runs)
-                if not args.json:
-                    _print_summary(result)
-            per_set[name] = {"clips": len(clips), "noise_snr_db": noise_db, "results": results}
+            by_line: dict[Line, list[dict[str, Any]]] = {}
+            for line in lines:
+                results: list[dict[str, Any]] = by_line.setdefault(line, [])
+                for n in counts:
+                    await asyncio.sleep(1.0 if all_runs else 0.0)  # let queues empty between runs
+                    result, runs = await _run_count(
+                        n, clips, args.seconds, engines, config, args.url, args.chunk_ms / 1000, noise_db, line
+                    )
+                    results.append(result)
+                    all_runs.append(runs)
+                    if not args.json:
+                        _print_summary(result)
+            per_set[name] = {"clips": len(clips), "noise_snr_db": noise_db, "results": by_line}
         offline_engine = engines.recognizer if engines is not None else None
         if offline_engine is None:
             from voxline.models.asr import WhisperEngine
@@ -536,7 +589,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await offline_engine.start()
         try:
             for name, clips in sets.items():
-                per_set[name]["offline_wer"] = await offline_wer(offline_engine, clips, SET_NOISE_SNR_DB.get(name))
+                per_set[name]["offline_wer"] = {
+                    line: await offline_wer(offline_engine, clips, SET_NOISE_SNR_DB.get(name), line) for line in lines
+                }
         finally:
             if engines is None:
                 await offline_engine.close()
@@ -559,24 +614,56 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     out: dict[str, Any] = {}
     for name, entry in per_set.items():
-        results = entry.pop("results")
-        if not args.sweep:
-            out[name] = {**entry, **results[0]}
-            continue
-        # The largest count below which every count tried also kept up (a pass above a
-        # failure is luck, not capacity).
-        max_ok = 0
-        for r in sorted(results, key=lambda r: r["sessions"]):
-            if not r["realtime_ok"]:
-                break
-            max_ok = r["sessions"]
-        out[name] = {**entry, "sweep": results, "max_realtime_sessions": max_ok}
+        by_line, offline = entry.pop("results"), entry.pop("offline_wer")
+        figures = [
+            {**_figures(by_line[line], sweep=bool(args.sweep)), "offline_wer": offline[line]} for line in lines
+        ]
+        out[name] = {**entry, **figures[0]}
+        if len(figures) == 2:
+            out[name]["telephone"] = figures[1]
+            out[name]["telephone_delta"] = _delta(figures[0], figures[1])
     return {**common, "sets": out}
+
+
+def _lines(telephone_mode: str, law: str) -> list[Line]:
+    """The conditions each set runs under: 16 kHz, the phone line, or both (16 kHz first)."""
+    return {"off": [Line()], "on": [Line(law)], "both": [Line(), Line(law)]}[telephone_mode]
+
+
+def _figures(results: list[dict[str, Any]], *, sweep: bool) -> dict[str, Any]:
+    """One set's figures under one line: the run's, or the sweep's with its capacity."""
+    if not sweep:
+        return results[0]
+    # The largest count below which every count tried also kept up (a pass above a
+    # failure is luck, not capacity).
+    max_ok = 0
+    for r in sorted(results, key=lambda r: r["sessions"]):
+        if not r["realtime_ok"]:
+            break
+        max_ok = r["sessions"]
+    return {"input": results[0]["input"], "sweep": results, "max_realtime_sessions": max_ok}
+
+
+def _delta(wide: dict[str, Any], phone: dict[str, Any]) -> dict[str, Any]:
+    """Phone line minus 16 kHz: WER points (as fractions) and latency ms; None where either lacks it."""
+
+    def diff(a: Any, b: Any, digits: int) -> float | None:
+        return round(b - a, digits) if isinstance(a, int | float) and isinstance(b, int | float) else None
+
+    out: dict[str, Any] = {
+        "wer": diff(wide.get("wer"), phone.get("wer"), 4),
+        "offline_wer": diff(wide.get("offline_wer"), phone.get("offline_wer"), 4),
+    }
+    for key in ("final_latency_ms", "partial_lag_ms"):
+        for q in ("p50", "p95"):
+            out[f"{key}_{q}"] = diff(wide.get(key, {}).get(q), phone.get(key, {}).get(q), 1)
+    out["finals_missing"] = diff(wide.get("finals_missing"), phone.get("finals_missing"), 0)
+    return out
 
 
 def _print_summary(r: dict[str, Any]) -> None:
     print(
-        f"sessions={r['sessions']} audio={r['audio_s_per_session']}s wer={r['wer']} "
+        f"input={r['input']['rate_hz']}Hz sessions={r['sessions']} audio={r['audio_s_per_session']}s wer={r['wer']} "
         f"partial_lag_ms={r['partial_lag_ms']} final_latency_ms={r['final_latency_ms']} "
         f"max={r['final_latency_ms_max']} missing={r['finals_missing']} "
         f"max_send_lag_ms={r['max_send_lag_ms']} cpu_util={r['cpu_util']} "
@@ -614,12 +701,19 @@ def main() -> None:
         "--events-out", default=None, help="write every session's events as JSON lines here"
     )
     parser.add_argument("--chunk-ms", type=float, default=CHUNK_S * 1000, help="audio per message (ms; 100 default, 20 like WebRTC)")
+    parser.add_argument(
+        "--telephone", nargs="?", const="on", default="off", choices=("off", "on", "both"),
+        help="feed the graph 8 kHz G.711 audio (bench/narrowband.py); both: 16 kHz and the line, side by side",
+    )
+    parser.add_argument("--law", default="ulaw", choices=LINES, help="the phone line's G.711 law (ulaw default)")
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     args = parser.parse_args()
     result = asyncio.run(run(args))
     if not args.json:
         for name, entry in result["sets"].items():
             print(f"{name}: offline_wer={entry['offline_wer']} max_realtime_sessions={entry.get('max_realtime_sessions')}")
+            if "telephone" in entry:
+                print(f"{name} telephone: offline_wer={entry['telephone']['offline_wer']} delta={entry['telephone_delta']}")
         print(f"encoder_padding_speedup={result['encoder_padding_speedup']}")
     sys.stdout.flush()
     print(json.dumps(result))
