@@ -346,3 +346,12 @@ class PhoneCaller:
         now = time.monotonic()
         recent = [audio for t, audio in self.played if t >= max(at, now - quiet_s)]
         return now - at >= quiet_s and all(np.abs(a).max() <= LOUD for a in recent)
+
+    def received_audio(self, since: float = 0.0, until: float = float("inf")) -> list[tuple[float, FloatAudio]]:
+        """The server's media frames that arrived between two wall times: (arrival, 8 kHz samples)."""
+        return [(at, self._decode(base64.b64decode(frame["media"]["payload"])))
+                for at, frame in self.received if since <= at < until and frame.get("event") == "media"]
+
+    def first_loud_received_after(self, at: float) -> float | None:
+        """The arrival time of the first loud media frame after ``at`` (before the carrier's playout buffer)."""
+        return next((t for t, audio in self.received_audio(at) if np.abs(audio).max() > LOUD), None)
