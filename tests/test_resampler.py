@@ -29,7 +29,30 @@ def test_a_decimated_tone_lines_up_sample_for_sample_with_the_input() -> None:
     assert np.max(np.abs(out[100:-100] - audio[::3][100:-100])) < 1e-3
 
 
-@pytest.mark.parametrize(("rates", "chunk"), [((48000, 16000), 960), ((48000, 16000), 7), ((22050, 48000), 441)])
+def test_an_interpolated_tone_lines_up_sample_for_sample_with_the_input() -> None:
+    """8 → 16 kHz (a phone caller): every other output sample is the input, the rest lie between."""
+    audio = tone(1000, 8000)
+    out = chunked(StreamResampler(8000, 16000), audio, 160)
+    assert len(out) == 2 * len(audio)
+    assert np.max(np.abs(out[::2][100:-100] - audio[100:-100])) < 2e-3
+    assert np.max(np.abs(out[200:-200] - tone(1000, 16000)[200:-200])) < 2e-3
+
+
+def test_interpolation_leaves_no_image_above_the_phone_band() -> None:
+    """A 3 kHz tone at 8 kHz comes back at 3 kHz, with its 5 kHz mirror image gone."""
+    audio = tone(3000, 8000)
+    out = chunked(StreamResampler(8000, 16000), audio, 160)[200:-200]
+    spectrum = np.abs(np.fft.rfft(out * np.hanning(len(out))))
+    hz = np.fft.rfftfreq(len(out), 1 / 16000)
+    at = lambda f: spectrum[np.argmin(np.abs(hz - f))]  # noqa: E731
+    assert 20 * np.log10(at(5000) / at(3000)) < -60
+    assert abs(level_db(out, audio)) < 0.1
+
+
+@pytest.mark.parametrize(
+    ("rates", "chunk"),
+    [((48000, 16000), 960), ((48000, 16000), 7), ((22050, 48000), 441), ((8000, 16000), 160), ((8000, 16000), 7)],
+)
 def test_chunk_joins_leave_no_trace(rates: tuple[int, int], chunk: int) -> None:
     audio = tone(440, rates[0]) * np.linspace(0, 1, rates[0], dtype=np.float32)
     whole = chunked(StreamResampler(*rates), audio, len(audio))
@@ -47,8 +70,8 @@ def test_tones_that_would_alias_into_speech_are_removed() -> None:
     assert abs(level_db(chunked(StreamResampler(48000, 16000), speech_band, 960)[200:-200], speech_band)) < 0.1
 
 
-@pytest.mark.parametrize(("rates", "max_ms"), [((48000, 16000), 2.0), ((22050, 48000), 2.0)])
-def test_a_click_comes_out_within_two_milliseconds(rates: tuple[int, int], max_ms: float) -> None:
+@pytest.mark.parametrize(("rates", "max_ms"), [((48000, 16000), 2.0), ((22050, 48000), 2.0), ((8000, 16000), 5.0)])
+def test_a_click_comes_out_within_a_few_milliseconds(rates: tuple[int, int], max_ms: float) -> None:
     """What a 20 ms chunk holds comes out with it, give or take the filter's delay."""
     rate_in, rate_out = rates
     resampler = StreamResampler(rate_in, rate_out)
