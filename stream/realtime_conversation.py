@@ -6,8 +6,9 @@ items in order and is the voice agent's history (``pipeline.agent.history.Histor
 the agent's replies read it, and what the agent heard of its own replies lands in the
 item of the response playing (``speaking``). The rule is the WebRTC path's: history
 holds what was heard. An interruption, or a client's ``truncate``, cuts the item's
-transcript at the last word that ended before the cut; word ends inside a clause are
-estimated the playout's way (``estimate_word_ends``).
+transcript at the last word that ended before the cut: the session asks the playout's
+``PlaybackLedger`` (every transport's one account of what was heard), which keeps
+where each word of the item's reply ended (``reply``, ``audio_start``).
 
 User items are added by the session when a turn is committed, so ``add_user`` (the
 agent's hook for the words of a turn it answers) has nothing to do here.
@@ -18,19 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from voxline.pipeline.agent.history import estimate_tokens, with_user_words
-from voxline.pipeline.agent.playout import estimate_word_ends
 
 MAX_ITEMS = 512
 """Items kept; the oldest go first (the API keeps the conversation, but not forever)."""
 _MESSAGE_OVERHEAD_TOKENS = 4
-
-
-@dataclass(slots=True)
-class Clause:
-    """One clause of an assistant item's audio: its text and where it starts in the item's audio (ms)."""
-
-    text: str
-    start_ms: float
 
 
 @dataclass(slots=True)
@@ -43,23 +35,12 @@ class Item:
     audio: bool = False
     """The content is audio (with ``text`` its transcript), not typed text."""
     status: str = "completed"
-    clauses: list[Clause] = field(default_factory=list)
     audio_ms: float = 0.0
     """Assistant audio sent so far (ms)."""
-
-    def heard_at(self, audio_end_ms: float) -> str:
-        """The words of this assistant item that ended by ``audio_end_ms`` of its audio."""
-        words: list[str] = []
-        for index, clause in enumerate(self.clauses):
-            if clause.start_ms >= audio_end_ms:
-                break
-            end_ms = self.clauses[index + 1].start_ms if index + 1 < len(self.clauses) else self.audio_ms
-            span = max(1.0, end_ms - clause.start_ms)
-            clause_words = clause.text.split()
-            for word, end in zip(clause_words, estimate_word_ends(clause.text, round(span)), strict=True):
-                if clause.start_ms + end <= audio_end_ms:
-                    words.append(word)
-        return " ".join(words)
+    reply: int | None = None
+    """The agent's reply this assistant item's audio carries (its words are in the playout's ledger)."""
+    audio_start: int = 0
+    """Where the item's audio begins on the playout clock (samples)."""
 
 
 @dataclass(slots=True)

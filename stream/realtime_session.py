@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from voxline.pipeline.agent.playback_ledger import PlaybackLedger
 from voxline.pipeline.agent.turn_taking import TurnWaits
 from voxline.pipeline.frames import (
     AudioFrame,
@@ -54,7 +55,7 @@ from voxline.pipeline.tasks import wait_for_tasks
 from voxline.resampler import StreamResampler
 
 from .realtime_audio import RealtimeAudioError
-from .realtime_conversation import Clause, Item, RealtimeConversation
+from .realtime_conversation import Item, RealtimeConversation
 from .realtime_protocol import RealtimeProtocolError, ServerEvents, SessionSettings, new_id
 from .session_bus import caption_from_agent_event
 from .turn_metrics import TurnLatencyHistograms
@@ -362,10 +363,16 @@ class RealtimeSession:
                 "invalid_value", f"audio_end_ms {end_ms} is past the item's {item.audio_ms:.0f} ms of audio",
                 "audio_end_ms",
             )
+        ledger = self._ledger()
+        reply = item.reply if ledger is not None and item.reply is not None and ledger.knows(item.reply) else None
+        if ledger is not None and reply is not None:  # the client stopped at end_ms: the rest went unheard
+            per_ms = ledger.rate_hz / 1000
+            ledger.unheard(item.audio_start + round(end_ms * per_ms), item.audio_start + round(item.audio_ms * per_ms))
         response = self._response
         if response is not None and response.item is item:
             await self._cancel_response(response, "client_cancelled")  # it stopped playing
-        item.text = item.heard_at(end_ms)
+        if ledger is not None and reply is not None:
+            item.text = " ".join(ledger.heard(reply))
         item.audio_ms = float(end_ms)
         item.status = "incomplete"
         await self._emit("conversation.item.truncated", item_id=item.id, content_index=0, audio_end_ms=end_ms)
@@ -454,6 +461,13 @@ class RealtimeSession:
 
     def _agent(self) -> Any:
         return self._agent_session.agent if self._agent_session is not None else None
+
+    def _ledger(self) -> PlaybackLedger | None:
+        """The agent's account of what the client played (None in a transcription session)."""
+        if self._agent_session is None:
+            return None
+        ledger: PlaybackLedger = self._agent_session.agent.playout.ledger
+        return ledger
 
     def _configure_agent(self) -> None:
         agent = self._agent()
@@ -764,6 +778,9 @@ class RealtimeSession:
             if not np.any(frame):
                 return  # held, or not yet begun: nothing to send
             response.audio_started = True
+            response.item.reply = response.reply
+            ledger = self._ledger()
+            response.item.audio_start = ledger.sent_samples - len(frame) if ledger is not None else 0
         response.item.audio_ms += len(frame) * 1000 / rate_hz
         out = response.resampler.process(frame)
         if len(out):
@@ -786,7 +803,6 @@ class RealtimeSession:
             return
         if kind == "agent_text":
             text = event.get("text", "").strip()
-            response.item.clauses.append(Clause(text, response.item.audio_ms))
             delta = text if not response.transcript else " " + text
             response.transcript += delta
             await self._emit("response.output_audio_transcript.delta", response_id=response.id,

@@ -1,89 +1,11 @@
-"""A Realtime session's conversation: what was heard of an assistant item, and the history the agent reads."""
+"""A Realtime session's conversation: its items, and the history the agent reads."""
 
 from __future__ import annotations
 
 import pytest
 
 from voxline.pipeline.agent.history import estimate_tokens
-from voxline.stream.realtime_conversation import Clause, Item, RealtimeConversation
-
-FIRST = "Paris is lovely."
-SECOND = "It has many museums."
-WORDS = f"{FIRST} {SECOND}".split()
-
-
-def _assistant_item() -> Item:
-    return Item(id="item_a", role="assistant", text=f"{FIRST} {SECOND}", audio=True,
-                clauses=[Clause(FIRST, 0.0), Clause(SECOND, 1200.0)], audio_ms=2600.0)
-
-
-# -- heard_at ----------------------------------------------------------------------------
-
-
-def test_nothing_is_heard_at_the_start_of_the_audio() -> None:
-    assert _assistant_item().heard_at(0.0) == ""
-
-
-def test_the_first_clause_is_heard_exactly_when_the_second_starts() -> None:
-    assert _assistant_item().heard_at(1200.0) == FIRST
-
-
-def test_all_words_are_heard_at_the_end_of_the_audio() -> None:
-    item = _assistant_item()
-    assert item.heard_at(2600.0) == f"{FIRST} {SECOND}"
-    assert item.heard_at(10_000.0) == f"{FIRST} {SECOND}"
-
-
-def test_just_before_the_end_the_last_word_is_not_heard() -> None:
-    item = _assistant_item()
-    assert item.heard_at(2590.0) == " ".join(WORDS[:-1])
-    assert item.heard_at(1190.0) == "Paris is"
-
-
-def test_heard_words_are_a_growing_prefix_of_the_items_words() -> None:
-    item = _assistant_item()
-    previous: list[str] = []
-    for ms in range(0, 2601, 5):
-        heard = item.heard_at(float(ms)).split()
-        assert heard == WORDS[:len(heard)], ms
-        assert heard[:len(previous)] == previous, ms
-        previous = heard
-    assert previous == WORDS
-
-
-def test_heard_characters_track_the_audio_played_within_one_word() -> None:
-    # Independent measure: speech runs at a steady rate of characters, so the share of the
-    # item's characters heard should follow the share of its audio played, lagging by at
-    # most one word (the one being spoken) and never running ahead of it.
-    item = _assistant_item()
-    total_chars = len(item.text)
-    one_word = (max(len(word) for word in WORDS) + 2) / total_chars
-    for ms in range(0, 2601):
-        heard = item.heard_at(float(ms))
-        heard_share = len(heard) / total_chars
-        audio_share = ms / item.audio_ms
-        assert audio_share - heard_share < one_word, (ms, heard)
-        assert heard_share <= audio_share + 1 / total_chars, (ms, heard)
-
-
-def test_no_word_is_heard_before_its_clause_has_played_that_far() -> None:
-    # Within each clause, the characters heard never exceed the share of the clause played.
-    item = _assistant_item()
-    spans = [(FIRST, 0.0, 1200.0), (SECOND, 1200.0, 2600.0)]
-    for ms in range(0, 2601):
-        heard = item.heard_at(float(ms)).split()
-        for text, start, end in spans:
-            words = text.split()
-            in_clause = heard[:len(words)]
-            heard = heard[len(words):]
-            played = min(max((ms - start) / (end - start), 0.0), 1.0)
-            share = sum(len(word) + 1 for word in in_clause) / (len(text) + 1)
-            assert share <= played + 0.5 / (end - start), (ms, text, in_clause)
-
-
-def test_an_item_without_clauses_has_heard_nothing() -> None:
-    assert Item(id="item_u", role="user", text="Hello there.").heard_at(5000.0) == ""
-
+from voxline.stream.realtime_conversation import Item, RealtimeConversation
 
 # -- messages ----------------------------------------------------------------------------
 

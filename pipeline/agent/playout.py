@@ -11,10 +11,11 @@ which words the listener has actually heard:
 - ``flush`` drops everything not yet played (a real interruption) and returns the
   words that were heard, cut at the last word played to its end, for the history.
 
-A transport whose far end plays the audio later than it is pulled (a phone carrier
-with its own buffer) gives the buffer a ``listener`` (``PlaybackLedger``): a word then
-counts as heard only once the listener says the sample where it ends was played, so
-``heard`` and ``flush`` cut at what the caller heard, not at what was sent.
+Where each word ended on the playout clock goes to the buffer's ``ledger``
+(``PlaybackLedger``), which knows how far the far end has played: for WebRTC what was
+pulled, for a phone carrier what its marks confirm, for a Realtime client what it did
+not truncate. ``heard`` and ``flush`` ask it, so they cut at what the listener heard,
+the same way on every transport.
 
 ``recent_words`` lists the words played in the last few seconds, so that the agent can
 tell its own voice coming back through the user's speaker from the user's words.
@@ -35,10 +36,11 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from voxline.pipeline.agent.playback_ledger import PlaybackLedger
 
 FloatAudio = npt.NDArray[np.float32]
 
@@ -70,14 +72,6 @@ class Heard:
     interrupted: bool
 
 
-class Listener(Protocol):
-    """The far end of a transport that plays audio after it is pulled (``PlaybackLedger``)."""
-
-    def has_heard(self, at_samples: int) -> bool:
-        """True once the sample at playout position ``at_samples`` (samples handed out) was played."""
-        ...
-
-
 def _ramp(n: int) -> FloatAudio:
     """Gains rising from near 0 to near 1 over ``n`` samples (reversed: a fade-out)."""
     return (np.arange(1, n + 1, dtype=np.float32) / np.float32(n + 1)).astype(np.float32)
@@ -97,14 +91,15 @@ def estimate_word_ends(text: str, n_samples: int) -> list[int]:
 class PlayoutBuffer:
     """Queued agent audio at ``sample_rate_hz``, pulled in frames; at most ``max_s`` queued.
 
-    ``listener`` (None: what is pulled is heard) confirms playback at the far end.
+    ``ledger`` is the account of what the far end played (by default: all that was
+    pulled); a transport whose far end says otherwise swaps in its own (``use_ledger``).
     """
 
     sample_rate_hz: int
     max_s: float = 60.0
-    listener: Listener | None = None
+    ledger: PlaybackLedger = field(init=False)
     _segments: deque[_Segment] = field(default_factory=deque)
-    _heard: dict[int, list[tuple[int, str]]] = field(default_factory=dict)  # turn -> (clock at its end, word)
+    _turns: set[int] = field(default_factory=set)  # turns queued since the last flush, not yet forgotten
     _paused: bool = False
     _queued: int = 0
     _started: list[tuple[int, str]] = field(default_factory=list)
@@ -113,6 +108,21 @@ class PlayoutBuffer:
     _tail: FloatAudio = field(default_factory=lambda: np.zeros(0, dtype=np.float32))  # a flush's fade
     _clock: int = 0  # samples handed out so far, silence included
     _recent: deque[tuple[int, str]] = field(default_factory=deque)  # (clock when it ended, word)
+
+    def __post_init__(self) -> None:
+        self.ledger = PlaybackLedger(self.sample_rate_hz)
+
+    def use_ledger(self, ledger: PlaybackLedger) -> None:
+        """Account what was heard in ``ledger`` from now on (before any audio is pulled).
+
+        Raises:
+            ValueError: audio was already pulled, or ``ledger`` runs at another rate.
+        """
+        if self._clock or ledger.sent_samples:
+            raise ValueError("a playout's ledger is set before any audio is pulled")
+        if ledger.rate_hz != self.sample_rate_hz:
+            raise ValueError(f"a {ledger.rate_hz} Hz ledger for a {self.sample_rate_hz} Hz playout")
+        self.ledger = ledger
 
     def recent_words(self, within_s: float) -> list[str]:
         """The words played to their end in the last ``within_s``, then the one playing now."""
@@ -155,7 +165,7 @@ class PlayoutBuffer:
             return False
         self._segments.append(_Segment(text, turn, samples, estimate_word_ends(text, len(samples))))
         self._queued += len(samples)
-        self._heard.setdefault(turn, [])
+        self._turns.add(turn)
         return True
 
     def head(self) -> tuple[int, str] | None:
@@ -167,8 +177,7 @@ class PlayoutBuffer:
 
     def next_frame(self, n_samples: int) -> FloatAudio:
         """The next ``n_samples`` to play: queued audio, then silence; all silence if paused."""
-        frame = np.zeros(n_samples, dtype=np.float32)
-        self._clock += n_samples
+        frame = self.silence(n_samples)
         if len(self._tail):
             tail, self._tail = self._tail[:n_samples], self._tail[n_samples:]
             frame[: len(tail)] = tail
@@ -185,6 +194,12 @@ class PlayoutBuffer:
             frame[:fade] *= _ramp(self._fade_samples)[:fade]
             self._fade_in = False
         return frame
+
+    def silence(self, n_samples: int) -> FloatAudio:
+        """``n_samples`` of silence handed out without touching the queue (a reply held back)."""
+        self._clock += n_samples
+        self.ledger.sent(n_samples)
+        return np.zeros(n_samples, dtype=np.float32)
 
     def _fill(self, frame: FloatAudio, n_samples: int, starts_at: int | None = None) -> int:
         """Copy up to ``n_samples`` of queued audio into ``frame``; the count copied.
@@ -216,10 +231,9 @@ class PlayoutBuffer:
         segment.played += samples
         self._queued -= samples
         words = segment.text.split()
-        heard = self._heard[segment.turn]
         for word, end in zip(words, segment.word_ends, strict=True):
             if before < end <= segment.played:
-                heard.append((starts_at + end - before, word))
+                self.ledger.word_sent(segment.turn, starts_at + end - before, word)
                 self._recent.append((self._clock, word))
         keep_from = self._clock - round(RECENT_WORDS_S * self.sample_rate_hz)
         while self._recent and self._recent[0][0] < keep_from:
@@ -239,13 +253,9 @@ class PlayoutBuffer:
             self._fade_out = 0
         self._paused = False
 
-    def _words_heard(self, turn: int) -> list[str]:
-        listener = self.listener
-        return [word for at, word in self._heard.get(turn, []) if listener is None or listener.has_heard(at)]
-
     def heard(self, turn: int) -> Heard:
-        """The words of ``turn`` played to their end so far (at the far end, with a ``listener``)."""
-        return Heard(turn, " ".join(self._words_heard(turn)), False)
+        """The words of ``turn`` the far end has played to their end so far (its ``ledger`` says)."""
+        return Heard(turn, " ".join(self.ledger.heard(turn)), False)
 
     def flush(self) -> list[Heard]:
         """Drop all audio not yet played; return, per turn that had some, what was heard.
@@ -262,14 +272,15 @@ class PlayoutBuffer:
         self._queued = 0
         self._paused = False
         self._fade_out, self._fade_in = 0, False
-        heard = [Heard(turn, " ".join(self._words_heard(turn)), turn in cut_turns) for turn in sorted(self._heard)]
-        self._heard = {}
+        heard = [Heard(turn, " ".join(self.ledger.heard(turn)), turn in cut_turns) for turn in sorted(self._turns)]
+        self._turns = set()
         return heard
 
     def forget(self, turn: int) -> Heard:
         """Stop tracking a turn that finished playing; returns what was heard of it.
 
-        A turn that played out uncut counts as heard whole, also where a ``listener``
+        A turn that played out uncut counts as heard whole, also where the ``ledger``
         has yet to confirm its last samples (nothing will stop them now).
         """
-        return Heard(turn, " ".join(word for _, word in self._heard.pop(turn, [])), False)
+        self._turns.discard(turn)
+        return Heard(turn, " ".join(self.ledger.sent_words(turn)), False)

@@ -502,7 +502,7 @@ class VoiceAgent:
         """The next ``n_samples`` of agent audio at ``playout.sample_rate_hz`` (silence when idle)."""
         reply = self._reply
         if reply is not None and reply.held:  # prepared, not yet due: the user may go on
-            frame = np.zeros(n_samples, np.float32)
+            frame = self.playout.silence(n_samples)  # still on the playout clock the ledger counts
             if self.on_played is not None:
                 self.on_played(frame)
             return frame

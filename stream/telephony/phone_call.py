@@ -19,9 +19,9 @@ stops or the socket goes, and owns three tasks while the call lasts:
   the caller's voice (``agent_paused``, ``interrupted``) a ``clear`` goes out at once,
   so the carrier drops what it had queued.
 
-What the caller heard is the carrier's word, not voxline's: a ``PlaybackLedger`` counts
-the samples sent and the marks echoed, and the agent's playout asks it of every word
-(``PlayoutBuffer.listener``), so an interruption cuts the history at the carrier's
+What the caller heard is the carrier's word, not voxline's: the agent's playout keeps
+its account in a ``PlaybackLedger`` that takes marks (``echoes_marks``), which counts
+the samples pulled and the marks echoed, so an interruption cuts the history at the carrier's
 acknowledged position plus the time it has played since, and a ``clear`` makes what
 was still queued unheard.
 
@@ -108,8 +108,8 @@ class PhoneCall:
         self.media_timeout_s = media_timeout_s
         self.max_message_bytes = max_message_bytes
         rate = session.output_rate_hz
-        self.ledger = PlaybackLedger(rate)
-        session.agent.playout.listener = self.ledger
+        self.ledger = PlaybackLedger(rate, echoes_marks=True)
+        session.agent.playout.use_ledger(self.ledger)
         self.inbound = InboundAudio(started.encoding)
         self._encode = ulaw_encode if started.encoding == "PCMU" else alaw_encode
         self._to_phone = StreamResampler(rate, PHONE_RATE_HZ)
@@ -246,8 +246,7 @@ class PhoneCall:
 
     def _next_phone_frame(self) -> tuple[bytes, bool]:
         """The next 20 ms for the caller as G.711 bytes, and whether the agent's voice is in it."""
-        pulled = self.session.pull(self._pull_samples)
-        self.ledger.sent(len(pulled))
+        pulled = self.session.pull(self._pull_samples)  # the playout counts it in the ledger
         self._pending.write(self._to_phone.process(pulled))
         samples = self._pending.read(PHONE_FRAME_SAMPLES)
         pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
