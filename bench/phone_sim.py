@@ -113,6 +113,8 @@ class PhoneCaller:
         self.played: list[tuple[float, FloatAudio]] = []
         self.marks: list[Mark] = []
         self.clears: list[float] = []
+        self.dropped_at_clear: list[int] = []
+        """Samples the speaker had queued, unplayed, when each clear came (what the clear dropped)."""
         self.received: list[tuple[float, dict[str, Any]]] = []
         self.bad_from_server = 0
         self.underruns = 0
@@ -277,6 +279,7 @@ class PhoneCaller:
                     self._queue.append(mark)
                 elif kind == "clear":
                     self.clears.append(now)
+                    self.dropped_at_clear.append(self._queued_samples)
                     dropped = [m for m in self._queue if isinstance(m, Mark)]
                     self._queue.clear()
                     self._queued_samples = 0

@@ -46,6 +46,7 @@ queue on ``clear``). Times are ``time.monotonic()`` in this process. Phases, in 
 The last line of stdout is one JSON object:
 
     python bench/telephony.py [--sets real,piper] [--bargeins 8] [--concurrency 1,2,4] [--skip-wer]
+        [--phases turns,bargein,concurrency,wer]
 """
 
 from __future__ import annotations
@@ -294,13 +295,13 @@ async def barge_trial(base: str, ws_base: str, story: str, interruption: str, pl
         barge = await call.say(synthesize(interruption, RATE_HZ), RATE_HZ, interruption)
         trial.barge_at = barge.first_loud_at
         await asyncio.sleep(BARGE_SETTLE_S)
-        trial.cleared_at = next((t for t in call.clears if t >= barge.first_loud_at), None)
-        if trial.cleared_at is None:
+        clear = next((i for i, t in enumerate(call.clears) if t >= barge.first_loud_at), None)
+        if clear is None:
             trial.error = "no clear after the interruption"
             return trial
-        received = sum(len(audio) for _, audio in call.received_audio(trial.began, trial.cleared_at))
+        trial.cleared_at = call.clears[clear]
         trial.played = call.heard(trial.began, trial.cleared_at)
-        trial.sent_ahead_s = round((received - len(trial.played)) / 8000, 3)
+        trial.sent_ahead_s = round(call.dropped_at_clear[clear] / 8000, 3)
         await reply_played(call, barge.last_loud_at)  # let the answer to the interruption play out
     finals = await transcript(base, session_id)
     cut = [f for f in finals if f.get("speaker") == "agent" and f.get("interrupted")]
@@ -421,25 +422,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         node = await start_server(port, max([*counts, 2]), Path(args.server_log))
     ws_base = base.replace("http", "ws", 1)
     started = time.monotonic()
-    try:
-        await wait_healthy(base, node)
-        turns = await turns_phase(base, ws_base, sets, args.playout_ms)
-        trials = await barge_phase(base, ws_base, args.bargeins, args.barge_playout_ms)
-        concurrency = await concurrency_phase(ws_base, counts, args.turns_per_call, args.playout_ms, args.seed)
-    finally:
-        if node is not None:
-            await stop_server(node)
-    barge = await judge_barges(trials)
+    phases = {p for p in args.phases.split(",") if p}
     result: dict[str, Any] = {
         "bench": "telephony",
         "carrier": "twilio (bench/phone_sim.py), mu-law 8 kHz",
         "playout_ms": args.playout_ms,
         "barge_playout_ms": args.barge_playout_ms,
-        "turns": turns,
-        "bargein": barge,
-        "concurrency": concurrency,
     }
-    if not args.skip_wer:
+    trials = None
+    try:
+        await wait_healthy(base, node)
+        if "turns" in phases:
+            result["turns"] = await turns_phase(base, ws_base, sets, args.playout_ms)
+        trials = await barge_phase(base, ws_base, args.bargeins, args.barge_playout_ms) if "bargein" in phases else None
+        if "concurrency" in phases:
+            result["concurrency"] = await concurrency_phase(ws_base, counts, args.turns_per_call, args.playout_ms,
+                                                            args.seed)
+    finally:
+        if node is not None:
+            await stop_server(node)
+    if trials is not None:
+        result["bargein"] = await judge_barges(trials)
+    if "wer" in phases and not args.skip_wer:
         result["narrowband_wer"] = await asyncio.to_thread(narrowband_wer)
     result["wall_s"] = round(time.monotonic() - started, 1)
     result["machine"] = {"cpu_count": os.cpu_count()}
@@ -455,6 +459,7 @@ def main() -> None:
     parser.add_argument("--turns-per-call", type=int, default=4, help="real recordings each concurrent call says")
     parser.add_argument("--playout-ms", type=float, default=60.0, help="the simulated carrier's playout buffer")
     parser.add_argument("--barge-playout-ms", type=float, default=500.0, help="the carrier's buffer in barge-in trials")
+    parser.add_argument("--phases", default="turns,bargein,concurrency,wer", help="which phases run, in their order")
     parser.add_argument("--skip-wer", action="store_true", help="leave out bench/captions.py's narrowband WER")
     parser.add_argument("--url", default="", help="a running voxline serve (http://HOST:PORT) instead of starting one")
     parser.add_argument("--seed", type=int, default=0)

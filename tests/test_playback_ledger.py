@@ -111,7 +111,7 @@ def test_silence_handed_out_while_a_reply_is_held_stays_on_the_clock_the_carrier
 
 def test_a_ledger_joins_a_playout_before_its_first_sample_or_not_at_all() -> None:
     playout = PlayoutBuffer(RATE)
-    with pytest.raises(ValueError, match="rate"):
+    with pytest.raises(ValueError, match="2000 Hz ledger for a 1000 Hz playout"):
         playout.use_ledger(PlaybackLedger(2 * RATE))
     playout.next_frame(20)
     with pytest.raises(ValueError, match="before any audio"):
