@@ -29,11 +29,15 @@ queue on ``clear``). Times are ``time.monotonic()`` in this process. Phases, in 
    the interruption's first loud sample was sent → the server's ``clear`` arriving
    (target p50 ≤ 150 ms). Then the history is checked word for word: the words the
    session's transcript keeps for the interrupted reply (``interrupted: true``) against
-   Whisper's offline decode (tiny.en, in this process, after the server has stopped) of
-   what the carrier played of that reply before the clear. A trial ``matches`` when the
-   last kept word is among the last 3 words played and the counts differ by at most 2
-   words. ``sent_ahead_s``: audio the carrier had received but not played at the clear
-   (what a history cut at "sent" would wrongly hold).
+   the words the carrier played before the clear. Those are found by Whisper (tiny.en,
+   offline, in this process, after the server has stopped) decoding everything the
+   carrier *received* of the reply, with word times: a word was played when it ends
+   within the audio the speaker played (so the cut word is judged with the audio after
+   it, not at the clip's edge). A trial ``matches`` when the counts differ by at most
+   one word (the server places word ends by an estimate good to about a syllable);
+   ``word_error`` {p50, max} is kept minus played, in words. ``sent_ahead_s``: audio
+   the carrier had received but not played at the clear (what a history cut at "sent"
+   would wrongly hold).
 3. **Concurrency** (``--concurrency 1,2,4``): that many Twilio calls at once, each
    saying ``--turns-per-call`` recordings of the real set (call k from recording k),
    each call starting after a random 0–500 ms. ``v2v_ms`` per count, and
@@ -274,7 +278,8 @@ class BargeTrial:
     barge_at: float | None = None
     cleared_at: float | None = None
     sent_ahead_s: float | None = None
-    played: np.ndarray | None = None
+    played_s: float | None = None
+    received: np.ndarray | None = None
     kept: str | None = None
     error: str = ""
 
@@ -300,7 +305,9 @@ async def barge_trial(base: str, ws_base: str, story: str, interruption: str, pl
             trial.error = "no clear after the interruption"
             return trial
         trial.cleared_at = call.clears[clear]
-        trial.played = call.heard(trial.began, trial.cleared_at)
+        trial.played_s = len(call.heard(trial.began, trial.cleared_at)) / 8000
+        arrived = call.first_loud_received_after(asked.last_loud_at) or trial.began
+        trial.received = np.concatenate([a for _, a in call.received_audio(arrived, trial.cleared_at)])
         trial.sent_ahead_s = round(call.dropped_at_clear[clear] / 8000, 3)
         await reply_played(call, barge.last_loud_at)  # let the answer to the interruption play out
     finals = await transcript(base, session_id)
@@ -329,16 +336,20 @@ async def judge_barges(trials: list[BargeTrial]) -> dict[str, Any]:
     checked: list[dict[str, Any]] = []
     try:
         for trial in trials:
-            if trial.played is None or trial.kept is None:
+            if trial.received is None or trial.played_s is None or trial.kept is None:
                 continue
-            pad = np.zeros(RATE_HZ // 2, np.float32)  # Whisper drops a last word at the audio's very edge less often
-            audio = np.concatenate([pad, soxr.resample(trial.played, 8000, RATE_HZ).astype(np.float32), pad])
+            pad_s = 0.5
+            pad = np.zeros(round(pad_s * RATE_HZ), np.float32)
+            audio = np.concatenate([pad, soxr.resample(trial.received, 8000, RATE_HZ).astype(np.float32), pad])
             hypothesis = await recognizer.transcribe(audio, final=True, deadline=time.monotonic())
-            played = words(" ".join(w.text for w in hypothesis.words))
+            played_s = trial.played_s
+            played = words(" ".join(w.text for w in hypothesis.words if w.end_s - pad_s <= played_s))
+            received = words(" ".join(w.text for w in hypothesis.words))
             kept = words(trial.kept)
             checked.append({
-                "kept": " ".join(kept), "played": " ".join(played),
-                "matches": bool(kept) and kept[-1] in played[-3:] and abs(len(kept) - len(played)) <= 2,
+                "kept": " ".join(kept), "played": " ".join(played), "received": " ".join(received),
+                "played_s": round(played_s, 2), "word_error": len(kept) - len(played),
+                "matches": bool(kept) and abs(len(kept) - len(played)) <= 1,
             })
     finally:
         await recognizer.close()
@@ -350,6 +361,8 @@ async def judge_barges(trials: list[BargeTrial]) -> dict[str, Any]:
         "sent_ahead_s": p50_p95([t.sent_ahead_s for t in trials if t.sent_ahead_s is not None]),
         "history_checked": len(checked),
         "history_matches": sum(c["matches"] for c in checked),
+        "word_error": {"p50": float(np.median([c["word_error"] for c in checked])) if checked else None,
+                       "max_abs": max((abs(c["word_error"]) for c in checked), default=None)},
         "history": checked,
         "errors": [t.error for t in trials if t.error],
     }

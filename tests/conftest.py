@@ -7,16 +7,21 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 import uvicorn
+from starlette.applications import Starlette
 
 from voxline.config import BusConfig, Config, ServerConfig, TelephonyConfig, load_config
 from voxline.pipeline.recipes.agent import AgentEngines
 from voxline.pipeline.recipes.captioner import CaptionEngines
 from voxline.stream.app import create_app, uvicorn_config
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -61,17 +66,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(slots=True)
+class ServedApp:
+    """A server running in its own thread: its ws:// base URL, its app, and the event loop it runs on."""
+
+    url: str
+    app: Starlette
+    loop: asyncio.AbstractEventLoop
+
+    async def call(self, coroutine: Coroutine[Any, Any, T], timeout_s: float) -> T:
+        """Run ``coroutine`` on the server's loop (its objects live there) and await its result."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
+
+
 @contextlib.contextmanager
-def running_server(
+def running_app(
     engines: CaptionEngines, agent_engines: AgentEngines | None = None, bus: BusConfig | None = None,
     telephony: TelephonyConfig | None = None, **server: object,
-) -> Iterator[str]:
-    """A real voxline server on a loopback port, in its own thread; yields its ws:// base URL.
-
-    With ``agent_engines`` it serves voice calls too (``http://`` + the same host:port);
-    without, calls are off (``max_calls = 0``) unless ``server`` says otherwise. The CPU
-    load check is off (tests load the machine themselves) unless ``server`` sets it.
-    """
+) -> Iterator[ServedApp]:
+    """A real voxline server on a loopback port, in its own thread (see ``running_server``)."""
     base = load_config(env={})
     settings: dict[str, object] = {
         "port": free_port(), "max_calls": 4 if agent_engines else 0, "max_cpu_load": 1.0, **server,
@@ -85,7 +99,14 @@ def running_server(
     )
     app = create_app(config, engines=engines, agent_engines=agent_engines)
     server_obj = uvicorn.Server(uvicorn_config(config, app))
-    thread = threading.Thread(target=server_obj.run, name="uvicorn", daemon=True)
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def serve() -> None:
+        with asyncio.Runner() as runner:  # as uvicorn's own run: tasks, generators, executor shut down after
+            loops.append(runner.get_loop())
+            runner.run(server_obj.serve())
+
+    thread = threading.Thread(target=serve, name="uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server_obj.started:
@@ -93,10 +114,25 @@ def running_server(
             raise RuntimeError("test server did not start")
         time.sleep(0.02)
     try:
-        yield f"ws://127.0.0.1:{config.server.port}"
+        yield ServedApp(f"ws://127.0.0.1:{config.server.port}", app, loops[0])
     finally:
         server_obj.should_exit = True
         thread.join(15)
+
+
+@contextlib.contextmanager
+def running_server(
+    engines: CaptionEngines, agent_engines: AgentEngines | None = None, bus: BusConfig | None = None,
+    telephony: TelephonyConfig | None = None, **server: object,
+) -> Iterator[str]:
+    """A real voxline server on a loopback port, in its own thread; yields its ws:// base URL.
+
+    With ``agent_engines`` it serves voice calls too (``http://`` + the same host:port);
+    without, calls are off (``max_calls = 0``) unless ``server`` says otherwise. The CPU
+    load check is off (tests load the machine themselves) unless ``server`` sets it.
+    """
+    with running_app(engines, agent_engines, bus, telephony, **server) as served:
+        yield served.url
 
 
 @pytest.fixture(scope="module")

@@ -264,6 +264,8 @@ class PhoneCall:
             elif -delay > 0.1:  # stalled (a busy loop): go on from now rather than burst
                 start = time.monotonic() - sent * FRAME_MS / 1000
             payload, voiced = self._next_phone_frame()
+            if self._hang_up_mark is not None:
+                return  # hanging up: the last mark is the last thing the carrier gets
             if not await self._send(self.protocol.media(payload)):
                 return
             sent += 1

@@ -22,7 +22,7 @@ import pytest
 import soxr
 import websockets
 
-from tests.conftest import http, running_server
+from tests.conftest import ServedApp, http, running_app, running_server
 from tests.speech_fixtures import speech
 from voxline.config import TelephonyConfig
 from voxline.pipeline.recipes.agent import AgentEngines
@@ -39,10 +39,16 @@ STOP = "Stop, stop. Tell me about cats instead."
 
 
 @pytest.fixture(scope="module")
-def phone_server(caption_engines: CaptionEngines, agent_engines: AgentEngines) -> Iterator[str]:
+def phone_app(caption_engines: CaptionEngines, agent_engines: AgentEngines) -> Iterator[ServedApp]:
     """A server taking phone calls (up to 4), no signature check."""
-    with running_server(caption_engines, agent_engines, max_calls=4) as url:
-        yield url
+    with running_app(caption_engines, agent_engines, max_calls=4) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def phone_server(phone_app: ServedApp) -> str:
+    """That server's ws:// base URL."""
+    return phone_app.url
 
 
 def words(text: str) -> list[str]:
@@ -117,6 +123,41 @@ async def test_a_barge_in_clears_the_carrier_and_the_history_keeps_only_what_it_
     # what the history holds is what the caller heard: not the second more that was only sent
     assert len(heard_words) >= 2 and abs(len(heard_words) - len(played_words)) <= 2, (heard_words, played_words)
     assert heard_words[-1] in played_words, (heard_words, played_words)
+
+
+def loud_s(frames: list[tuple[float, np.ndarray]], since: float, until: float = float("inf")) -> float:
+    """Seconds of loud 20 ms frames among ``(time, audio)`` frames between two wall times."""
+    return sum(np.abs(a).max() > LOUD for t, a in frames if since <= t < until) * 0.02
+
+
+async def test_hanging_up_lets_the_carrier_play_the_last_words_then_closes_the_line(phone_app: ServedApp) -> None:
+    url = f"{phone_app.url}/v1/telephony/twilio?session=phone-{uuid.uuid4().hex[:8]}"
+    # a carrier that holds 1.5 s before playing: the whole answer is sent long before it is heard
+    async with PhoneCaller(url, "twilio", playout_delay_ms=1500.0) as call:
+        await asyncio.sleep(0.5)
+        said = await call.say(speech(SPIDER), 16000, SPIDER)
+        deadline = time.monotonic() + 30
+        while not (sent := call.received_audio(said.last_loud_at)) or any(
+            np.abs(a).max() > LOUD for t, a in sent if t > time.monotonic() - 0.6
+        ) or not any(np.abs(a).max() > LOUD for _, a in sent):  # the answer sent, then 0.6 s of quiet
+            assert time.monotonic() < deadline, "no answer was sent"
+            await asyncio.sleep(0.05)
+        (phone,) = [c for c in phone_app.app.state.calls.phone_calls if c.call_id == call.call_id]
+        hung_up_at = time.monotonic()
+        await phone_app.call(phone.hang_up("goodbye"), timeout_s=15)
+        await asyncio.wait_for(call.closed.wait(), 5)
+        closed_at = time.monotonic()
+    assert call.close_code == 1000
+    sent_s = loud_s(call.received_audio(said.last_loud_at), said.last_loud_at)
+    queued_s = sent_s - loud_s(call.played, said.last_loud_at, hung_up_at)
+    assert queued_s > 0.3, "the carrier should still have had the answer queued at the hang-up"
+    # every loud frame the server sent was played before the line closed, and the last
+    # thing sent was the hang-up's mark, echoed once played
+    played_s = loud_s(call.played, said.last_loud_at, closed_at)
+    assert abs(played_s - sent_s) <= 0.04, f"{played_s:.2f} s of the {sent_s:.2f} s sent played before the close"
+    last = call.received[-1][1]
+    assert last["event"] == "mark" and call.marks[-1].name == last["mark"]["name"] and call.marks[-1].played
+    assert call.marks[-1].echoed_at is not None and call.marks[-1].echoed_at <= closed_at
 
 
 async def test_an_unsupported_audio_format_ends_the_call_with_1003(phone_server: str) -> None:
