@@ -160,6 +160,23 @@ async def test_hanging_up_lets_the_carrier_play_the_last_words_then_closes_the_l
     assert call.marks[-1].echoed_at is not None and call.marks[-1].echoed_at <= closed_at
 
 
+async def test_the_agents_voice_coming_back_down_the_line_does_not_interrupt_it(phone_server: str) -> None:
+    # carrier-side echo: what the caller's phone plays comes back half as loud, 200 ms later
+    session_id = f"phone-{uuid.uuid4().hex[:8]}"
+    url = f"{phone_server}/v1/telephony/twilio?session={session_id}"
+    async with PhoneCaller(url, "twilio", echo_gain=0.5, echo_delay_ms=200.0) as call:
+        await asyncio.sleep(0.5)
+        said = await call.say(speech(STORY), 16000, STORY)
+        began = await wait_for_reply(call, said.last_loud_at, timeout_s=60.0)
+        reply_s = loud_s(call.played, began)
+    assert reply_s > 2.0, f"the story ran {reply_s:.1f} s"
+    assert not [t for t in call.clears if t > began], "the agent stopped for its own voice"
+    finals = await transcript(phone_server, session_id)
+    assert not [f for f in finals if f.get("speaker") == "agent" and f.get("interrupted")], finals
+    user = [f["text"] for f in finals if f.get("speaker") == "user"]
+    assert len(user) == 1 and {"story", "dragon"} <= set(words(str(user[0]))), user  # no echo taken for the caller
+
+
 async def test_an_unsupported_audio_format_ends_the_call_with_1003(phone_server: str) -> None:
     async with websockets.connect(f"{phone_server}/v1/telephony/telnyx") as ws:
         await ws.send('{"event": "connected", "version": "1.0.0"}')
