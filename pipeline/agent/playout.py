@@ -1,10 +1,10 @@
-"""The playout buffer: agent speech waiting to be played, and the record of what was heard.
+"""The playout buffer: agent speech waiting to be played, and where each word of it went out.
 
 Sans I/O. The agent's TTS audio is queued as *segments* (one clause of text and its
 audio); a transport pulls fixed-size frames (``next_frame``, e.g. 20 ms) at real-time
 pace and gets silence when nothing is queued or playback is paused. Because every
 sample that leaves is counted against its segment, the buffer knows at any moment
-which words the listener has actually heard:
+which words went out, and with its ledger (below) which the listener has heard:
 
 - ``pause`` / ``resume`` hold the position (a backchannel or a cough: the agent goes
   on from the same sample, without repeating or skipping a word);
