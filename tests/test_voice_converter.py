@@ -107,7 +107,7 @@ def test_no_click_at_any_20_ms_join(converter: PsolaConverter, voices: dict[str,
         # A click is a jump the signal's recent slope does not predict.
         surprise = np.abs(out[2:] - 2 * out[1:-1] + out[:-2])
         joins = surprise[np.arange(frame, len(out) - 2, frame) - 2]
-        assert joins.max() <= surprise.max() * 0.999 + 1e-7 or joins.max() < 0.05, name
+        assert joins.max() <= surprise.max() * 0.999 + 1e-7, name
         assert np.median(joins) <= 1.5 * np.median(surprise) + 1e-6, name
 
 
@@ -128,7 +128,8 @@ def test_a_live_change_moves_the_pitch_from_then_on_without_a_click(
     assert abs(f0_ratio(audio[half + margin :], out[half + margin : len(audio)]) / 2 ** (5 / 12) - 1) < 0.03
     surprise = np.abs(np.diff(out, 2))
     around = surprise[half - 400 : half + 400]
-    assert around.max() <= surprise.max()
+    elsewhere = np.concatenate([surprise[: half - 400], surprise[half + 400 :]])
+    assert around.max() <= elsewhere.max(), "the change is the sharpest jump in the output: a click"
 
 
 def test_silence_stays_silent_and_the_latency_is_fixed(converter: PsolaConverter) -> None:
