@@ -447,7 +447,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await wait_healthy(base, node)
         if "turns" in phases:
             result["turns"] = await turns_phase(base, ws_base, sets, args.playout_ms)
-        trials = await barge_phase(base, ws_base, args.bargeins, args.barge_playout_ms) if "bargein" in phases else None
+        if "bargein" in phases:
+            trials = await barge_phase(base, ws_base, args.bargeins, args.barge_playout_ms)
         if "concurrency" in phases:
             result["concurrency"] = await concurrency_phase(ws_base, counts, args.turns_per_call, args.playout_ms,
                                                             args.seed)

@@ -363,15 +363,16 @@ class RealtimeSession:
                 "invalid_value", f"audio_end_ms {end_ms} is past the item's {item.audio_ms:.0f} ms of audio",
                 "audio_end_ms",
             )
-        ledger = self._ledger()
-        reply = item.reply if ledger is not None and item.reply is not None and ledger.knows(item.reply) else None
-        if ledger is not None and reply is not None:  # the client stopped at end_ms: the rest went unheard
+        words = self._words_of(item)
+        if words is not None:  # the client stopped at end_ms: the rest of the item went unheard
+            ledger, _ = words
             per_ms = ledger.rate_hz / 1000
             ledger.unheard(item.audio_start + round(end_ms * per_ms), item.audio_start + round(item.audio_ms * per_ms))
         response = self._response
         if response is not None and response.item is item:
             await self._cancel_response(response, "client_cancelled")  # it stopped playing
-        if ledger is not None and reply is not None:
+        if words is not None:
+            ledger, reply = words
             item.text = " ".join(ledger.heard(reply))
         item.audio_ms = float(end_ms)
         item.status = "incomplete"
@@ -468,6 +469,13 @@ class RealtimeSession:
             return None
         ledger: PlaybackLedger = self._agent_session.agent.playout.ledger
         return ledger
+
+    def _words_of(self, item: Item) -> tuple[PlaybackLedger, int] | None:
+        """The ledger that still keeps the words of ``item``'s reply, and that reply; None if none does."""
+        ledger = self._ledger()
+        if ledger is None or item.reply is None or not ledger.knows(item.reply):
+            return None
+        return ledger, item.reply
 
     def _configure_agent(self) -> None:
         agent = self._agent()
