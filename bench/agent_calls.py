@@ -115,7 +115,7 @@ from voxline.clients.echo_device import EchoDevice
 from voxline.clients.webrtc_client import CallClient, CallRefusedError
 from voxline.errors import VoxlineError
 from voxline.models.speech_synth import synthesize
-from voxline.stream.webrtc_call import WEBRTC_RATE_HZ
+from voxline.stream.webrtc.call import WEBRTC_RATE_HZ
 
 FloatAudio = npt.NDArray[np.float32]
 

@@ -4,7 +4,7 @@ Twilio and Telnyx carry a caller's voice as G.711 (μ-law or A-law) at 8000 Hz, 
 a sample. ``telephone`` turns a 16 kHz clip into what such a call delivers: soxr's
 high-quality resampler takes it to 8 kHz (everything above 4 kHz goes: the phone
 band), the samples are clipped to [-1, 1], quantized to 16 bits, G.711-encoded with
-voxline's own codec (``stream/realtime_audio.py``, the one the phone endpoints use) and
+voxline's own codec (``stream/g711.py``, the one the phone endpoints use) and
 decoded back. The benches feed the result to a graph at 8 kHz, as a phone call does.
 
 ``to_listen_rate`` takes it back to 16 kHz with the same streaming resampler the graph's
@@ -21,7 +21,7 @@ import numpy.typing as npt
 import soxr
 
 from voxline.resampler import StreamResampler
-from voxline.stream.realtime_audio import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from voxline.stream.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 
 FloatAudio = npt.NDArray[np.float32]
 

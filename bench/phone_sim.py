@@ -41,7 +41,7 @@ import numpy.typing as npt
 import soxr
 import websockets
 
-from voxline.stream.realtime_audio import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from voxline.stream.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 
 FloatAudio = npt.NDArray[np.float32]
 RATE_HZ = 8000

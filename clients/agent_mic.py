@@ -170,7 +170,7 @@ async def run_mic_call(
     default: the agent.
     """
     _sounddevice()  # fail before connecting
-    from voxline.stream.webrtc_call import WEBRTC_RATE_HZ
+    from voxline.stream.webrtc.call import WEBRTC_RATE_HZ
 
     from .webrtc_client import CallClient
 

@@ -20,7 +20,7 @@ from voxline.pipeline.frames import AudioFrame, TranscriptFrame
 from voxline.pipeline.graph import frames_until_end
 from voxline.pipeline.recipes.captioner import CaptionEngines, build_caption_graph
 from voxline.pipeline.stage import Stage
-from voxline.stream.caption_protocol import caption_event
+from voxline.stream.captions.protocol import caption_event
 
 
 async def caption_locally(

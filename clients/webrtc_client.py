@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from voxline.errors import VoxlineError
 from voxline.pipeline.tasks import wait_for_tasks
-from voxline.stream.webrtc_call import (
+from voxline.stream.webrtc.call import (
     FRAME_SAMPLES,
     WEBRTC_RATE_HZ,
     aiortc_module,

@@ -25,7 +25,7 @@ def main() -> int:
         smart_turn_onnx_path,
         whisper_tiny_en_path,
     )
-    from voxline.stream.calls import missing_agent_packages
+    from voxline.stream.webrtc.calls import missing_agent_packages
 
     problems: list[str] = []
     if os.environ.get("HF_HUB_OFFLINE") != "1":

@@ -2,7 +2,7 @@
 
 Routes: ``/`` (the browser call page, ``clients/web``), ``/healthz``, ``/metrics``,
 ``/v1/captions`` (WebSocket captions), ``/v1/realtime`` (the OpenAI-Realtime protocol,
-``realtime_ws``), ``POST /v1/webrtc/offer`` (voice calls), ``/v1/telephony/twilio`` and
+``realtime``), ``POST /v1/webrtc/offer`` (voice calls), ``/v1/telephony/twilio`` and
 ``/v1/telephony/telnyx`` (phone calls from a carrier's media stream, ``telephony``),
 ``GET /v1/vc/voices`` (the voice changer's presets and ranges, for a client's controls),
 ``POST /v1/tokens`` (``auth``), and the routes across sessions and nodes
@@ -14,7 +14,7 @@ static page files checks a token (``auth``); without one the server binds loopba
 
 ``create_app(config)`` returns a Starlette app whose lifespan loads the shared engines
 once (or uses ``engines`` / ``agent_engines`` passed in, e.g. by tests) and releases
-them at shutdown. ``serve(config)`` runs it on uvicorn.
+them at shutdown. ``launch.serve`` runs it on uvicorn.
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import psutil
-import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -38,21 +36,24 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from voxline import __version__
-from voxline.allocator import limit_arenas, release_free_memory
+from voxline.allocator import release_free_memory
 from voxline.config import Config
 from voxline.pipeline.recipes.captioner import CaptionEngines
 from voxline.pipeline.tasks import wait_for_tasks
-
-from .auth import AccessPolicy, AuthError, Need, check_request, refusal_response, tokens_endpoint
-from .bus import NodeBus, claim_session
-from .calls import CallOffer, CallRefused, CallService
-from .captions_ws import captions_endpoint
-from .metrics_http import metrics_registry, render_metrics
-from .realtime_ws import realtime_endpoint
-from .service import CaptionService
-from .stalled_peers import TransportAccess
-from .telephony.endpoints import telnyx_endpoint, twilio_endpoint
-from .viewers import (
+from voxline.stream.admission import SessionAdmission
+from voxline.stream.auth import (
+    AccessPolicy,
+    AuthError,
+    Need,
+    check_request,
+    refusal_response,
+    tokens_endpoint,
+)
+from voxline.stream.captions.endpoint import captions_endpoint
+from voxline.stream.metrics_http import metrics_registry, render_metrics
+from voxline.stream.realtime.endpoint import realtime_endpoint
+from voxline.stream.sessions.node_bus import NodeBus, claim_session
+from voxline.stream.sessions.viewers import (
     ViewerCount,
     nodes_endpoint,
     place_session_endpoint,
@@ -60,24 +61,15 @@ from .viewers import (
     transcript_endpoint,
     watch_page,
 )
+from voxline.stream.stalled_peers import TransportAccess
+from voxline.stream.telephony.endpoints import telnyx_endpoint, twilio_endpoint
+from voxline.stream.webrtc.calls import CallOffer, CallRefused, CallService
 
 WEB_PAGE_DIR = Path(__file__).resolve().parent.parent / "clients" / "web"
 MAX_OFFER_BYTES = 64 * 1024
-WS_HARD_LIMIT_FACTOR = 4
-"""uvicorn drops messages past this multiple of the protocol limit outright (it sends close
-1009, but the client may see 1006: the connection is closed with its data unread, which
-resets it); below it, oversized messages get voxline's own error event."""
 
 
-LOOPBACK_HOST = "127.0.0.1"
-
-
-def bind_host(config: Config) -> str:
-    """The address to bind: the configured host with a secret, loopback without one."""
-    return config.server.host if config.server.secret else LOOPBACK_HOST
-
-
-def node_report(service: CaptionService, calls: CallService, bus: NodeBus) -> dict[str, Any]:
+def node_report(service: SessionAdmission, calls: CallService, bus: NodeBus) -> dict[str, Any]:
     """This node's load, as the registry and placement read it."""
     server = service.config.server
     calls_live = calls.active_calls
@@ -96,7 +88,7 @@ def node_report(service: CaptionService, calls: CallService, bus: NodeBus) -> di
     }
 
 
-def runtime_counts(service: CaptionService, calls: CallService) -> dict[str, int]:
+def runtime_counts(service: SessionAdmission, calls: CallService) -> dict[str, int]:
     """What a leak would grow: live graphs (every session kind), open peer connections,
     asyncio tasks and open file descriptors of this process."""
     return {
@@ -109,7 +101,7 @@ def runtime_counts(service: CaptionService, calls: CallService) -> dict[str, int
 
 async def healthz(request: Request) -> JSONResponse:
     """Liveness and load: status, version, node, sessions, leak counts, uptime (open: probes carry no token)."""
-    service: CaptionService = request.app.state.service
+    service: SessionAdmission = request.app.state.service
     calls: CallService = request.app.state.calls
     return JSONResponse(
         {
@@ -197,11 +189,9 @@ def create_app(
     loaded; without it they load at startup beside the caption engines, unless
     ``server.max_calls`` is 0 or the ``webrtc`` extra is not installed.
     """
-    service = CaptionService(config, engines, cpu_root_pid)
-    calls = CallService(config, agent_engines)
+    service = SessionAdmission(config, engines, cpu_root_pid)
     bus = NodeBus(config, lambda: node_report(service, calls, bus))
-    calls.sessions = service
-    calls.bus = bus
+    calls = CallService(config, agent_engines, admission=service, bus=bus)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -258,48 +248,8 @@ async def web_page(request: Request) -> Response:
     return FileResponse(WEB_PAGE_DIR / "index.html")
 
 
-def uvicorn_config(config: Config, app: Starlette) -> uvicorn.Config:
-    """uvicorn settings for ``app`` from ``config`` (host, port, WebSocket limits).
-
-    Without a secret the host is loopback whatever was asked, and this says so on stderr.
-    """
-    host = bind_host(config)
-    if not config.server.secret:
-        print(f"voxline: no VOXLINE_SECRET set: tokens are off and the server binds {host} only"
-              + (f" (not {config.server.host})" if host != config.server.host else "")
-              + "; set VOXLINE_SECRET to serve other hosts", file=sys.stderr)
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=config.server.port,
-        ws="websockets-sansio",
-        ws_max_size=config.server.max_message_bytes * WS_HARD_LIMIT_FACTOR,
-        ws_ping_interval=config.server.ws_ping_interval_s,
-        ws_ping_timeout=config.server.ws_ping_timeout_s,
-        ws_per_message_deflate=config.server.ws_compression,
-        lifespan="on",
-        log_level="warning",
-        timeout_graceful_shutdown=10,
-    )
-
-
 async def trim_memory_every(interval_s: float) -> None:
     """Hand the allocator's free pages back to the kernel every ``interval_s``, off the loop, until cancelled."""
     while True:
         await asyncio.sleep(interval_s)
         await asyncio.to_thread(release_free_memory)
-
-
-def serve(config: Config) -> None:
-    """Run the server until interrupted (blocking; the CLI's ``voxline serve``).
-
-    With ``server.workers`` > 1, a front process and that many workers (``workers.py``).
-    """
-    if config.server.workers > 1:
-        from .workers import serve_workers
-
-        serve_workers(config)
-        return
-    limit_arenas(config.server.malloc_arenas)  # before the engines start their threads
-    app = create_app(config)
-    uvicorn.Server(uvicorn_config(config, app)).run()

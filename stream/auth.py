@@ -39,6 +39,7 @@ works but draws PyJWT's ``InsecureKeyLengthWarning``.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import math
 import re
@@ -366,6 +367,28 @@ def check_request(request: Request, need: Need) -> Claims | None:
 def check_websocket(websocket: WebSocket, need: Need) -> Claims | None:
     """``AccessPolicy.check`` on a WebSocket's handshake headers and query; raises ``AuthError``."""
     return access_policy(websocket).check(websocket.headers, websocket.query_params, need)
+
+
+def token_or_loopback_refusal(websocket: WebSocket, need: Need) -> tuple[int, str, str] | None:
+    """Why this socket may not connect (close code, error code, message), or None.
+
+    With tokens on, its token must grant ``need``; with them off, it must come from loopback.
+    """
+    policy = access_policy(websocket)
+    if policy.enabled:
+        try:
+            policy.check(websocket.headers, websocket.query_params, need)
+        except AuthError as refused:
+            return refused.close_code, refused.code, refused.message
+        return None
+    host = websocket.client.host if websocket.client else ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        return 4403, "forbidden", "this server has no VOXLINE_SECRET set, so it takes clients on loopback only"
+    return None
 
 
 def refusal_response(err: AuthError) -> JSONResponse:

@@ -13,14 +13,14 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .calls import CallService
-from .service import CaptionService
+from voxline.stream.admission import SessionAdmission
+from voxline.stream.webrtc.calls import CallService
 
 
 class VoxlineCollector(Collector):
     """Turns the caption and call services' counters into Prometheus metric families."""
 
-    def __init__(self, service: CaptionService, calls: CallService | None = None) -> None:
+    def __init__(self, service: SessionAdmission, calls: CallService | None = None) -> None:
         self.service = service
         self.calls = calls
 
@@ -92,7 +92,7 @@ def _slots(obj: object) -> list[tuple[str, object]]:
     return [(name, getattr(obj, name)) for name in getattr(obj, "__slots__", ())]
 
 
-def metrics_registry(service: CaptionService, calls: CallService | None = None) -> CollectorRegistry:
+def metrics_registry(service: SessionAdmission, calls: CallService | None = None) -> CollectorRegistry:
     """A registry holding only voxline's collector for ``service`` (and ``calls``)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(VoxlineCollector(service, calls))

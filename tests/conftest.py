@@ -19,7 +19,8 @@ from starlette.applications import Starlette
 from voxline.config import BusConfig, Config, ServerConfig, TelephonyConfig, load_config
 from voxline.pipeline.recipes.agent import AgentEngines
 from voxline.pipeline.recipes.captioner import CaptionEngines
-from voxline.stream.app import create_app, uvicorn_config
+from voxline.stream.app import create_app
+from voxline.stream.launch.uvicorn_settings import uvicorn_config
 
 T = TypeVar("T")
 

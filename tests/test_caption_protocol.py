@@ -10,14 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from voxline.errors import ProtocolError
-from voxline.stream.caption_protocol import (
+from voxline.stream.captions.protocol import (
     CaptionConfig,
     CaptionProtocol,
     EndOfAudio,
     SubtitlesRequest,
-    SubtitleTrack,
-    subtitles,
 )
+from voxline.stream.sessions.subtitles import SubtitleTrack, subtitles
 
 
 def configured(**extra: object) -> CaptionProtocol:

@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from voxline.stream.realtime_audio import alaw_encode, ulaw_decode, ulaw_encode
+from voxline.stream.g711 import alaw_encode, ulaw_decode, ulaw_encode
 from voxline.stream.telephony.inbound_audio import InboundAudio
 from voxline.stream.telephony.media_streams import (
     CarrierProtocolError,

@@ -10,7 +10,7 @@ import pytest
 from aiortc.codecs.opus import OpusDecoder
 from aiortc.jitterbuffer import JitterFrame
 
-from voxline.stream.opus_packets import (
+from voxline.stream.webrtc.opus_packets import (
     MAX_PACKET_MS,
     frame_ms,
     is_single_frame,

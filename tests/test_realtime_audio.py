@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 
 from tests.speech_fixtures import FOX, speech
-from voxline.stream.realtime_audio import (
-    RealtimeAudioError,
-    RealtimeAudioFormat,
-    alaw_decode,
-    alaw_encode,
-    ulaw_decode,
-    ulaw_encode,
-)
+from voxline.stream.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from voxline.stream.realtime.audio import RealtimeAudioError, RealtimeAudioFormat
 
 
 def test_both_shapes_name_the_same_formats() -> None:

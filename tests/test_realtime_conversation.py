@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from voxline.pipeline.agent.history import estimate_tokens
-from voxline.stream.realtime_conversation import Item, RealtimeConversation
+from voxline.stream.realtime.conversation import Item, RealtimeConversation
 
 # -- messages ----------------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ import pytest
 from openai.types import realtime as ga
 from openai.types.beta import realtime as beta
 
-from voxline.stream.realtime_audio import RealtimeAudioFormat
-from voxline.stream.realtime_protocol import (
+from voxline.stream.realtime.audio import RealtimeAudioFormat
+from voxline.stream.realtime.protocol import (
     RealtimeProtocolError,
     ServerEvents,
     SessionSettings,

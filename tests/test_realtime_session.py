@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from voxline.stream.realtime_protocol import ServerEvents, SessionSettings
-from voxline.stream.realtime_session import RealtimeSession
+from voxline.stream.realtime.protocol import ServerEvents, SessionSettings
+from voxline.stream.realtime.session import RealtimeSession
 
 
 def transcriber() -> tuple[RealtimeSession, list[dict[str, Any]]]:

@@ -6,7 +6,11 @@ import random
 
 import pytest
 
-from voxline.stream.rtp_reorder import MAX_CONCEALED_PACKETS, ReorderWindow, sequence_distance
+from voxline.stream.webrtc.rtp_reorder import (
+    MAX_CONCEALED_PACKETS,
+    ReorderWindow,
+    sequence_distance,
+)
 
 
 def run(window: ReorderWindow[int], sequences: list[int]) -> list[list[int | None]]:

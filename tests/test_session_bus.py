@@ -8,8 +8,8 @@ import multiprocessing
 import time
 
 from voxline.config import load_config
-from voxline.stream.service import CaptionService, CpuLoad
-from voxline.stream.session_bus import LocalBus, compact_replay, local_replay
+from voxline.stream.admission import CpuLoad, SessionAdmission
+from voxline.stream.sessions.log import LocalBus, compact_replay, local_replay
 
 
 def caption(kind: str, text: str, utterance: int) -> dict[str, object]:
@@ -70,7 +70,7 @@ async def _collect(log, from_start: bool):  # type: ignore[no-untyped-def]
 def test_new_sessions_are_refused_over_the_cpu_limit_and_at_the_session_limit() -> None:
     config = load_config(env={})
     config = dataclasses.replace(config, server=dataclasses.replace(config.server, max_cpu_load=0.7, max_sessions=1))
-    service = CaptionService(config, engines=object())  # type: ignore[arg-type]
+    service = SessionAdmission(config, engines=object())  # type: ignore[arg-type]
     service.cpu.samples.extend([0.95] * 5)
     assert not service.admit() and "CPU is at 95%" in service.refusal
     service.cpu.samples.extend([0.2] * 5)
@@ -111,7 +111,7 @@ def test_stored_events_no_node_wrote_are_refused_as_malformed_not_raised_on_as_a
 
     import pytest
 
-    from voxline.stream.session_bus import BusEvent, MalformedEvent
+    from voxline.stream.sessions.log import BusEvent, MalformedEvent
 
     good = json.dumps({"type": "final", "text": "hi", "seq": 3})
     assert BusEvent.parse(good).seq == 3
@@ -122,7 +122,7 @@ def test_stored_events_no_node_wrote_are_refused_as_malformed_not_raised_on_as_a
 
 
 def test_a_registry_entry_with_fields_missing_or_malformed_reads_with_defaults_and_the_keys_id() -> None:
-    from voxline.stream.session_bus import SessionInfo
+    from voxline.stream.sessions.log import SessionInfo
 
     info = SessionInfo.from_fields({"id": "other", "kind": "nope", "started_at": "nan"}, "abc")
     assert (info.id, info.kind, info.node, info.started_at) == ("abc", "captions", "", 0.0)
@@ -132,7 +132,7 @@ def test_a_registry_entry_with_fields_missing_or_malformed_reads_with_defaults_a
 def test_the_mirror_keeps_only_stream_entries_a_node_wrote_and_placement_only_well_formed_nodes() -> None:
     import json
 
-    from voxline.stream.redis_bus import _entry_event, _node_entry
+    from voxline.stream.sessions.redis_bus import _entry_event, _node_entry
 
     event = json.dumps({"type": "final", "seq": 4})
     assert _entry_event("4-0", {"e": event}) is not None
@@ -151,7 +151,7 @@ async def test_a_viewer_of_a_remote_session_whose_entries_expire_as_it_starts_ge
     import redis.asyncio as aioredis
 
     from voxline.config import BusConfig
-    from voxline.stream.redis_bus import RedisBus, _key
+    from voxline.stream.sessions.redis_bus import RedisBus, _key
 
     config = BusConfig(redis_url="redis://127.0.0.1:6379/0", node_id="viewer-node", heartbeat_s=0.2, ttl_s=0.6)
     bus = RedisBus(config, LocalBus("viewer-node"), "http://127.0.0.1:1", lambda: {})

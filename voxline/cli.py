@@ -162,7 +162,7 @@ async def _caption(args: argparse.Namespace, config: Config) -> int:
         from voxline.clients.caption_runner import caption_locally
 
         events = caption_locally(chunks, rate, config)
-    from voxline.stream.caption_protocol import subtitles
+    from voxline.stream.sessions.subtitles import subtitles
 
     finals: list[dict[str, Any]] = []
     try:
@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config(args)
         if args.command == "serve":
-            from voxline.stream.app import serve
+            from voxline.stream.launch.serve import serve
 
             print(f"voxline {__version__} serving on http://{config.server.host}:{config.server.port}", file=sys.stderr)
             serve(config)

@@ -32,19 +32,18 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from ..auth import AuthError, fit_close_reason
-from ..bus import claim_session
-from ..calls import MAX_SYSTEM_PROMPT_CHARS, CallRefused, CallService
-from ..realtime_ws import refusal as token_or_loopback_refusal
-from ..session_bus import caption_from_agent_event
-from .media_streams import (
+from voxline.stream.auth import AuthError, Need, fit_close_reason, token_or_loopback_refusal
+from voxline.stream.sessions.log import caption_from_agent_event
+from voxline.stream.sessions.node_bus import claim_session
+from voxline.stream.telephony.media_streams import (
     CarrierProtocolError,
     MediaStreamProtocol,
     StreamStarted,
     media_stream_protocol,
 )
-from .phone_call import PhoneCall
-from .twilio_signature import signature_valid, signed_urls
+from voxline.stream.telephony.phone_call import PhoneCall
+from voxline.stream.telephony.twilio_signature import signature_valid, signed_urls
+from voxline.stream.webrtc.calls import MAX_SYSTEM_PROMPT_CHARS, CallRefused, CallService
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +124,7 @@ async def serve_phone_call(websocket: WebSocket, carrier: str) -> None:
     if carrier == "twilio" and telephony.twilio_auth_token:
         refused = twilio_refusal(websocket, telephony.twilio_auth_token, telephony.public_url)
     else:
-        token_refusal = token_or_loopback_refusal(websocket)
+        token_refusal = token_or_loopback_refusal(websocket, Need.agent())
         refused = (token_refusal[0], token_refusal[2]) if token_refusal is not None else None
     owner, session_id = "", websocket.query_params.get("session") or None
     if refused is None and not (carrier == "twilio" and telephony.twilio_auth_token):
@@ -176,8 +175,8 @@ async def _serve_admitted(
         media_timeout_s=server.call_media_timeout_s, max_message_bytes=server.max_message_bytes,
     )
     log.info("%s call %s began (session %s)", carrier, started.call_id, session_log.id if session_log else "-")
-    if calls.sessions is not None:
-        calls.sessions.metrics.track(session.graph)
+    if calls.admission is not None:
+        calls.admission.metrics.track(session.graph)
     calls.phone_calls.add(call)
     calls.counters.started += 1
     began = time.monotonic()
@@ -188,8 +187,8 @@ async def _serve_admitted(
         calls.counters.ended += 1
         if call.failure:
             calls.counters.failed += 1
-        if calls.sessions is not None and not session.graph.running:
-            calls.sessions.metrics.retire(session.graph)
+        if calls.admission is not None and not session.graph.running:
+            calls.admission.metrics.retire(session.graph)
         if session_log is not None:
             session_log.end()
         log.info("%s call %s ended after %.1f s%s", carrier, started.call_id, time.monotonic() - began,

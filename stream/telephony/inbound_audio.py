@@ -18,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ..realtime_audio import alaw_decode, ulaw_decode
-from ..rtp_reorder import REORDER_WINDOW_PACKETS, ReorderWindow
-from .media_streams import PHONE_RATE_HZ, MediaChunk
+from voxline.stream.g711 import alaw_decode, ulaw_decode
+from voxline.stream.telephony.media_streams import PHONE_RATE_HZ, MediaChunk
+from voxline.stream.webrtc.rtp_reorder import REORDER_WINDOW_PACKETS, ReorderWindow
 
 FloatAudio = npt.NDArray[np.float32]
 

@@ -49,12 +49,11 @@ from voxline.pipeline.frames import AudioFrame
 from voxline.pipeline.tasks import wait_for_tasks
 from voxline.resampler import StreamResampler
 from voxline.sample_fifo import SampleFifo
-
-from ..auth import fit_close_reason
-from ..realtime_audio import alaw_encode, ulaw_encode
-from ..stalled_peers import abort_peer
-from .inbound_audio import InboundAudio
-from .media_streams import (
+from voxline.stream.auth import fit_close_reason
+from voxline.stream.g711 import alaw_encode, ulaw_encode
+from voxline.stream.stalled_peers import abort_peer
+from voxline.stream.telephony.inbound_audio import InboundAudio
+from voxline.stream.telephony.media_streams import (
     PHONE_RATE_HZ,
     CarrierProtocolError,
     DigitPressed,

@@ -23,7 +23,7 @@ from tests.speech_fixtures import word_errors
 from voxline.clients.webrtc_client import CallClient, ClipMicrophone
 from voxline.pipeline.recipes.agent import AgentEngines
 from voxline.pipeline.recipes.captioner import CaptionEngines
-from voxline.stream.webrtc_call import inbound_packet_counts
+from voxline.stream.webrtc.call import inbound_packet_counts
 
 pytestmark = pytest.mark.slow
 

@@ -344,7 +344,7 @@ async def test_g711_in_and_out_a_mulaw_question_gets_an_alaw_answer(
 ) -> None:
     import json
 
-    from voxline.stream.realtime_audio import alaw_decode, ulaw_encode
+    from voxline.stream.g711 import alaw_decode, ulaw_encode
 
     question = StreamResampler(16000, 8000).process(speech(QUESTION))
     mulaw = ulaw_encode((np.clip(question, -1, 1) * 32767).astype(np.int16))

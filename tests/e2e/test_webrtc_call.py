@@ -15,7 +15,7 @@ import soxr
 
 from tests.speech_fixtures import silence, speech
 from voxline.pipeline.recipes.agent import AgentEngines, build_agent_session
-from voxline.stream.webrtc_call import (
+from voxline.stream.webrtc.call import (
     FRAME_SAMPLES,
     WEBRTC_RATE_HZ,
     VoiceCall,
@@ -116,7 +116,7 @@ async def test_a_peer_asks_over_webrtc_and_hears_the_answer(agent_engines: Agent
 async def test_inbound_audio_frames_are_released_in_order_as_they_arrive_and_a_wait_leaves_no_delay() -> None:
     from aiortc.rtp import RtpPacket
 
-    from voxline.stream.webrtc_call import inbound_packet_counts, release_audio_on_arrival
+    from voxline.stream.webrtc.call import inbound_packet_counts, release_audio_on_arrival
 
     pc = aiortc.RTCPeerConnection()
     pc.addTransceiver("audio")

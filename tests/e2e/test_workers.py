@@ -31,7 +31,7 @@ from tests.e2e.call_events import Events, said
 from tests.speech_fixtures import COFFEE, FOX, normalize, silence, speech, word_errors
 from voxline.clients.caption_client import pcm16
 from voxline.clients.webrtc_client import CallClient, ClipMicrophone
-from voxline.stream.workers import Placement, RequestTarget, parse_request_line
+from voxline.stream.launch.placement import Placement, RequestTarget, parse_request_line
 
 pytestmark = pytest.mark.slow
 NODE = "wtest"

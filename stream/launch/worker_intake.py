@@ -1,7 +1,7 @@
 """One worker of ``voxline serve --workers N``: a full node fed connections by the front.
 
-The front (``stream/workers.py``) owns the listening socket. It starts this module as
-``python -m voxline.stream.worker_intake FD``, where FD is this worker's end of a Unix
+The front (``front``) owns the listening socket. It starts this module as
+``python -m voxline.stream.launch.worker_intake FD``, where FD is this worker's end of a Unix
 ``SOCK_SEQPACKET`` socketpair, the *channel*. Over it, one message each:
 
 - front → worker, first: the pickled ``WorkerSpec`` (this worker's ``Config``, its
@@ -42,6 +42,8 @@ import uvicorn
 
 from voxline.allocator import limit_arenas
 from voxline.config import Config
+from voxline.stream.app import create_app
+from voxline.stream.launch.uvicorn_settings import uvicorn_config
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +204,6 @@ def receive_spec(channel: socket.socket, timeout_s: float = SPEC_TIMEOUT_S) -> W
 
 def run_worker(channel: socket.socket) -> None:
     """Serve as one worker until stopped (blocking): the app, its engines, adopted connections."""
-    from .app import create_app, uvicorn_config
-
     spec = receive_spec(channel)
     limit_arenas(spec.config.server.malloc_arenas)  # before the engines start their threads
     app = create_app(spec.config, cpu_root_pid=os.getppid())  # the front: CPU load is the whole node's
@@ -212,9 +212,9 @@ def run_worker(channel: socket.socket) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m voxline.stream.worker_intake FD``: a worker on the channel at fd FD."""
+    """``python -m voxline.stream.launch.worker_intake FD``: a worker on the channel at fd FD."""
     if len(argv) != 2 or not argv[1].isdigit():
-        print("usage: python -m voxline.stream.worker_intake CHANNEL_FD", file=sys.stderr)
+        print("usage: python -m voxline.stream.launch.worker_intake CHANNEL_FD", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     run_worker(socket.socket(fileno=int(argv[1])))
@@ -223,6 +223,6 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     # Run the module under its own name, so the spec unpickles to the class the front pickled.
-    from voxline.stream import worker_intake
+    from voxline.stream.launch import worker_intake
 
     sys.exit(worker_intake.main(sys.argv))

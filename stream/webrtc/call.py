@@ -47,9 +47,8 @@ from voxline.pipeline.graph import Graph
 from voxline.pipeline.tasks import wait_for_tasks
 from voxline.resampler import StreamResampler
 from voxline.sample_fifo import SampleFifo
-
-from .opus_packets import join_leading_packets, with_lost_frames
-from .rtp_reorder import ReorderWindow
+from voxline.stream.webrtc.opus_packets import join_leading_packets, with_lost_frames
+from voxline.stream.webrtc.rtp_reorder import ReorderWindow
 
 log = logging.getLogger(__name__)
 FloatAudio = npt.NDArray[np.float32]

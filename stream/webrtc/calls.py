@@ -26,8 +26,9 @@ from typing import Any
 from voxline.config import Config
 from voxline.pipeline.recipes.captioner import CaptionEngines
 from voxline.pipeline.tasks import wait_for_tasks
-
-from .turn_metrics import TurnLatencyHistograms
+from voxline.stream.admission import SessionAdmission
+from voxline.stream.sessions.node_bus import NodeBus
+from voxline.stream.turn_metrics import TurnLatencyHistograms
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,9 @@ def missing_agent_packages() -> list[str]:
 class CallService:
     """Every voice call of this process, the engines they share, and the limit on them."""
 
-    def __init__(self, config: Config, engines: Any = None) -> None:
+    def __init__(
+        self, config: Config, engines: Any = None, admission: SessionAdmission | None = None, bus: NodeBus | None = None
+    ) -> None:
         self.config = config
         self.engines = engines
         self._owns_engines = engines is None
@@ -135,8 +138,8 @@ class CallService:
         self._watchers: set[asyncio.Task[None]] = set()
         self.peer_connections: weakref.WeakSet[Any] = weakref.WeakSet()  # every one made, for leak checks
         self.converter: Any = None  # the voice changer's engine, made at the first such call
-        self.sessions: Any = None  # the CaptionService whose session places calls take too (create_app)
-        self.bus: Any = None  # the node's bus, where each call's captions go (create_app)
+        self.admission = admission  # whose session places calls take too
+        self.bus = bus  # where each call's captions go
         self.phone_calls: set[Any] = set()  # live ``PhoneCall``s (telephony endpoints add and remove them)
 
     async def start(self, captions: CaptionEngines | None) -> None:
@@ -188,14 +191,14 @@ class CallService:
         self.reserved -= 1
 
     def _take_session_place(self) -> None:
-        if self.sessions is not None and not self.sessions.admit():
+        if self.admission is not None and not self.admission.admit():
             self.counters.refused_busy += 1
-            raise CallRefused(503, "server_busy", self.sessions.refusal, retry_after_s=RETRY_AFTER_S)
+            raise CallRefused(503, "server_busy", self.admission.refusal, retry_after_s=RETRY_AFTER_S)
 
     def _give_back(self) -> None:
         self.reserved -= 1
-        if self.sessions is not None:
-            self.sessions.release()
+        if self.admission is not None:
+            self.admission.release()
 
     def take_call_place(self) -> None:
         """Hold a call place and a session place for a call (WebRTC, a phone call).
@@ -264,8 +267,8 @@ class CallService:
         return engine
 
     def _new_call(self, offer: CallOffer, log_: Any) -> Any:
-        from .session_bus import caption_from_agent_event
-        from .webrtc_call import VoiceCall
+        from voxline.stream.sessions.log import caption_from_agent_event
+        from voxline.stream.webrtc.call import VoiceCall
 
         def on_event(event: dict[str, Any]) -> None:
             self.latency.observe(event)
@@ -304,8 +307,8 @@ class CallService:
 
     def _track(self, call: Any) -> None:
         self.peer_connections.add(call.pc)
-        if self.sessions is not None:
-            self.sessions.metrics.track(call.session.graph)
+        if self.admission is not None:
+            self.admission.metrics.track(call.session.graph)
 
     def _retire(self, call: Any) -> None:
         """Stop counting an ended call's graph, unless it is (wrongly) still running."""
@@ -313,8 +316,8 @@ class CallService:
         if graph.running:  # close() cancels it: one still running is a leak, and stays on /healthz
             log.error("call graph %s is still running after its call ended", graph.name)
             return
-        if self.sessions is not None:
-            self.sessions.metrics.retire(graph)
+        if self.admission is not None:
+            self.admission.metrics.retire(graph)
 
     @property
     def open_peer_connections(self) -> int:

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .auth import (
+from voxline.stream.auth import (
     AuthError,
     Need,
     check_request,
@@ -35,14 +35,14 @@ from .auth import (
     fit_close_reason,
     refusal_response,
 )
-from .bus import NodeBus
-from .caption_protocol import subtitles
-from .session_bus import KINDS, SESSION_ID_RE, BusUnavailable, UnknownSession
-from .stalled_peers import abort_peer
+from voxline.stream.sessions.log import KINDS, SESSION_ID_RE, BusUnavailable, UnknownSession
+from voxline.stream.sessions.node_bus import NodeBus
+from voxline.stream.sessions.subtitles import subtitles
+from voxline.stream.stalled_peers import abort_peer
 
 log = logging.getLogger(__name__)
 
-WEB_PAGE_DIR = Path(__file__).resolve().parent.parent / "clients" / "web"
+WEB_PAGE_DIR = Path(__file__).resolve().parents[2] / "clients" / "web"
 CLOSE_TIMEOUT_S = 10.0
 RETRY_AFTER_S = 5
 TRANSCRIPT_FORMATS = ("json", "srt", "vtt")

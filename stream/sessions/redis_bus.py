@@ -35,8 +35,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from voxline.config import BusConfig
-
-from .session_bus import (
+from voxline.stream.sessions.log import (
     BusEvent,
     BusUnavailable,
     LocalBus,

@@ -6,8 +6,7 @@ Groundwork for ``WS /v1/realtime`` (issue 15). A Realtime client names its forma
 (``"pcm16"``, ``"g711_ulaw"``, ``"g711_alaw"``). ``RealtimeAudioFormat`` reads either,
 decodes an ``input_audio_buffer.append``'s base64 into float32 samples and encodes
 float32 samples into a ``response.output_audio.delta``'s base64. PCM is 16-bit
-little-endian mono at 24 kHz (the only rate the API defines); G.711 is 8 kHz, one byte
-a sample, the ITU-T tables (the classic ``g711.c``).
+little-endian mono at 24 kHz (the only rate the API defines); G.711 is 8 kHz (``g711``).
 
 Everything a client can get wrong raises ``RealtimeAudioError`` with a message for its
 ``error`` event: an unknown format, a rate other than 24 kHz, text that is not base64,
@@ -26,9 +25,9 @@ import numpy as np
 import numpy.typing as npt
 
 from voxline.errors import VoxlineError
+from voxline.stream.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 
-__all__ = ["MAX_CHUNK_S", "RealtimeAudioError", "RealtimeAudioFormat", "alaw_decode", "alaw_encode",
-           "ulaw_decode", "ulaw_encode"]
+__all__ = ["MAX_CHUNK_S", "RealtimeAudioError", "RealtimeAudioFormat"]
 
 FloatAudio = npt.NDArray[np.float32]
 
@@ -37,67 +36,10 @@ G711_RATE_HZ = 8000
 MAX_CHUNK_S = 15.0
 """The longest audio one append may carry (s); the API's own limit is 15 MiB of base64."""
 _BETA_NAMES = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
-_ULAW_BIAS = 0x84
-_ULAW_CLIP = 8159
-_ULAW_SEGMENT_ENDS = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF])
-_ALAW_SEGMENT_ENDS = np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF])
 
 
 class RealtimeAudioError(VoxlineError):
     """Audio or an audio format a Realtime client sent that voxline cannot take; the message says why."""
-
-
-def _ulaw_to_linear(byte: int) -> int:
-    u = ~byte & 0xFF
-    t = (((u & 0x0F) << 3) + _ULAW_BIAS) << ((u & 0x70) >> 4)
-    return _ULAW_BIAS - t if u & 0x80 else t - _ULAW_BIAS
-
-
-def _alaw_to_linear(byte: int) -> int:
-    a = byte ^ 0x55
-    t = (a & 0x0F) << 4
-    segment = (a & 0x70) >> 4
-    if segment == 0:
-        t += 8
-    else:
-        t = (t + 0x108) << (segment - 1) if segment > 1 else t + 0x108
-    return t if a & 0x80 else -t
-
-
-_ULAW_TABLE = np.array([_ulaw_to_linear(b) for b in range(256)], dtype=np.int16)
-_ALAW_TABLE = np.array([_alaw_to_linear(b) for b in range(256)], dtype=np.int16)
-
-
-def ulaw_decode(data: bytes) -> npt.NDArray[np.int16]:
-    """16-bit samples of G.711 μ-law bytes."""
-    return _ULAW_TABLE[np.frombuffer(data, dtype=np.uint8)]
-
-
-def alaw_decode(data: bytes) -> npt.NDArray[np.int16]:
-    """16-bit samples of G.711 A-law bytes."""
-    return _ALAW_TABLE[np.frombuffer(data, dtype=np.uint8)]
-
-
-def ulaw_encode(samples: npt.NDArray[np.int16]) -> bytes:
-    """G.711 μ-law bytes of 16-bit samples."""
-    pcm = np.asarray(samples, dtype=np.int32) >> 2
-    mask = np.where(pcm < 0, 0x7F, 0xFF)
-    magnitude = np.minimum(np.abs(pcm), _ULAW_CLIP) + (_ULAW_BIAS >> 2)
-    segment = np.searchsorted(_ULAW_SEGMENT_ENDS, magnitude)
-    value = (segment << 4) | ((magnitude >> (segment + 1)) & 0x0F)
-    value = np.where(segment >= 8, 0x7F, value)
-    return ((value ^ mask) & 0xFF).astype(np.uint8).tobytes()
-
-
-def alaw_encode(samples: npt.NDArray[np.int16]) -> bytes:
-    """G.711 A-law bytes of 16-bit samples."""
-    pcm = np.asarray(samples, dtype=np.int32) >> 3
-    mask = np.where(pcm >= 0, 0xD5, 0x55)
-    magnitude = np.where(pcm >= 0, pcm, -pcm - 1)
-    segment = np.searchsorted(_ALAW_SEGMENT_ENDS, magnitude)
-    low = np.where(segment < 2, magnitude >> 1, magnitude >> np.maximum(segment, 1)) & 0x0F
-    value = np.where(segment >= 8, 0x7F, (segment << 4) | low)
-    return ((value ^ mask) & 0xFF).astype(np.uint8).tobytes()
 
 
 @dataclass(frozen=True, slots=True)

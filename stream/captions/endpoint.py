@@ -42,22 +42,21 @@ from voxline.pipeline.frames import (
     TranscriptFrame,
 )
 from voxline.pipeline.recipes.captioner import CaptionGraph, build_caption_graph
-
-from .auth import AuthError, fit_close_reason, refuse_websocket
-from .bus import NodeBus, claim_session
-from .caption_protocol import (
+from voxline.stream.admission import SessionAdmission
+from voxline.stream.auth import AuthError, fit_close_reason, refuse_websocket
+from voxline.stream.captions.protocol import (
     CaptionConfig,
     CaptionProtocol,
     EndOfAudio,
     SubtitlesRequest,
-    SubtitleTrack,
     caption_event,
     error_event,
     protocol_error,
 )
-from .service import CaptionService
-from .session_bus import SessionLog
-from .stalled_peers import abort_peer
+from voxline.stream.sessions.log import SessionLog
+from voxline.stream.sessions.node_bus import NodeBus, claim_session
+from voxline.stream.sessions.subtitles import SubtitleTrack
+from voxline.stream.stalled_peers import abort_peer
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ CLOSE_TIMEOUT_S = 5.0
 class CaptionConnection:
     """The state of one ``/v1/captions`` connection (see module doc)."""
 
-    def __init__(self, websocket: WebSocket, service: CaptionService, bus: NodeBus) -> None:
+    def __init__(self, websocket: WebSocket, service: SessionAdmission, bus: NodeBus) -> None:
         self.websocket = websocket
         self.service = service
         self.bus = bus
@@ -302,5 +301,5 @@ class CaptionConnection:
 
 async def captions_endpoint(websocket: WebSocket) -> None:
     """Starlette endpoint for ``/v1/captions``."""
-    service: CaptionService = websocket.app.state.service
+    service: SessionAdmission = websocket.app.state.service
     await CaptionConnection(websocket, service, websocket.app.state.bus).run()

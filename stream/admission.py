@@ -1,6 +1,6 @@
-"""The process-wide state behind the server: shared engines, admission, runtime metrics.
+"""The node's admission for every kind of session, with the engines and metrics they share.
 
-One ``CaptionService`` per process. Every session, whatever its kind (caption socket,
+One ``SessionAdmission`` per process. Every session, whatever its kind (caption socket,
 call, Realtime socket), asks ``admit()`` before building a graph and ``release()`` when
 done; past ``max_sessions``, or while the node's own CPU load (``CpuLoad``, averaged
 over ``cpu_window_s``) is above ``max_cpu_load``, new sessions are refused with a clear
@@ -93,8 +93,13 @@ class CpuLoad:
             last = now
 
 
-class CaptionService:
-    """Shared engines and limits for every caption session of this process."""
+class SessionAdmission:
+    """The node's admission for every kind of session, and the caption engines they share.
+
+    Caption sockets, calls (WebRTC, phone) and Realtime sockets all take a place here
+    (``admit``/``release``); the engines and runtime metrics live beside the limits
+    because every session that is admitted uses them.
+    """
 
     def __init__(self, config: Config, engines: CaptionEngines | None = None, cpu_root_pid: int | None = None) -> None:
         self.config = config

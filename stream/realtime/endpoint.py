@@ -28,57 +28,35 @@ graph or reservation outlives the connection.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from .auth import AuthError, Need, access_policy, fit_close_reason
-from .bus import NodeBus
-from .calls import CallRefused, CallService
-from .realtime_protocol import (
+from voxline.stream.admission import SessionAdmission
+from voxline.stream.auth import Need, fit_close_reason, token_or_loopback_refusal
+from voxline.stream.realtime.protocol import (
     RealtimeProtocolError,
     ServerEvents,
     SessionSettings,
     parse_client_event,
 )
-from .realtime_session import RealtimeSession
-from .service import CaptionService
-from .session_bus import SessionLog
-from .stalled_peers import abort_peer
+from voxline.stream.realtime.session import RealtimeSession
+from voxline.stream.sessions.log import SessionLog
+from voxline.stream.sessions.node_bus import NodeBus
+from voxline.stream.stalled_peers import abort_peer
+from voxline.stream.webrtc.calls import CallRefused, CallService
 
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 5.0
-SECRET_ENV = "VOXLINE_SECRET"
-
-
-def refusal(websocket: WebSocket) -> tuple[int, str, str] | None:
-    """Why this client may not connect (close code, error code, message), or None."""
-    policy = access_policy(websocket)
-    if policy.enabled:
-        transcription = websocket.query_params.get("intent") == "transcription"
-        try:
-            policy.check(websocket.headers, websocket.query_params, Need.publish() if transcription else Need.agent())
-        except AuthError as refused:
-            return refused.close_code, refused.code, refused.message
-        return None
-    host = websocket.client.host if websocket.client else ""
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
-        return 4403, "forbidden", f"this server has no {SECRET_ENV} set, so it takes Realtime clients on loopback only"
-    return None
 
 
 class RealtimeConnection:
     """The state of one ``/v1/realtime`` connection (see module doc)."""
 
-    def __init__(self, websocket: WebSocket, service: CaptionService, calls: CallService, bus: NodeBus) -> None:
+    def __init__(self, websocket: WebSocket, service: SessionAdmission, calls: CallService, bus: NodeBus) -> None:
         self.websocket = websocket
         self.bus = bus
         self.log: SessionLog | None = None
@@ -149,7 +127,8 @@ class RealtimeConnection:
     async def run(self) -> None:
         """Serve the connection until it ends; never raises for client behaviour."""
         await self.websocket.accept()
-        refused = refusal(self.websocket)
+        transcription = self.websocket.query_params.get("intent") == "transcription"
+        refused = token_or_loopback_refusal(self.websocket, Need.publish() if transcription else Need.agent())
         if refused is not None:
             await self._refuse(*refused)
             return

@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voxline.errors import VoxlineError
-
-from .realtime_audio import RealtimeAudioError, RealtimeAudioFormat
+from voxline.stream.realtime.audio import RealtimeAudioError, RealtimeAudioFormat
 
 __all__ = [
     "RealtimeProtocolError", "ServerEvents", "SessionSettings", "TurnDetection", "new_id", "parse_client_event",

@@ -53,12 +53,16 @@ from voxline.pipeline.frames import (
 )
 from voxline.pipeline.tasks import wait_for_tasks
 from voxline.resampler import StreamResampler
-
-from .realtime_audio import RealtimeAudioError
-from .realtime_conversation import Item, RealtimeConversation
-from .realtime_protocol import RealtimeProtocolError, ServerEvents, SessionSettings, new_id
-from .session_bus import caption_from_agent_event
-from .turn_metrics import TurnLatencyHistograms
+from voxline.stream.realtime.audio import RealtimeAudioError
+from voxline.stream.realtime.conversation import Item, RealtimeConversation
+from voxline.stream.realtime.protocol import (
+    RealtimeProtocolError,
+    ServerEvents,
+    SessionSettings,
+    new_id,
+)
+from voxline.stream.sessions.log import caption_from_agent_event
+from voxline.stream.turn_metrics import TurnLatencyHistograms
 
 log = logging.getLogger(__name__)
 FloatAudio = npt.NDArray[np.float32]

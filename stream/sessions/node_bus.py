@@ -13,8 +13,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from voxline.config import Config
-
-from .session_bus import BusEvent, LocalBus, SessionInfo, SessionLog, UnknownSession, local_replay
+from voxline.stream.sessions.log import (
+    BusEvent,
+    LocalBus,
+    SessionInfo,
+    SessionLog,
+    UnknownSession,
+    local_replay,
+)
 
 
 def node_id_for(config: Config) -> str:
@@ -39,7 +45,7 @@ class NodeBus:
         self.report = report
         self.redis: Any = None
         if config.bus.redis_url:
-            from .redis_bus import RedisBus
+            from voxline.stream.sessions.redis_bus import RedisBus
 
             self.redis = RedisBus(config.bus, self.local, self.url, report)
 
@@ -102,14 +108,14 @@ def claim_session(connection: Any, action: str = "publish") -> tuple[str | None,
     without it a token granting exactly one ``publish:ID`` gets that id, any other a
     fresh one (which only ``publish:*`` covers). Raises ``auth.AuthError``.
     """
-    from .auth import Need, access_policy
+    from voxline.stream.auth import Need, access_policy
 
     requested = connection.query_params.get("session") or None
     policy = access_policy(connection)
     if not policy.enabled:
         return requested, ""
     token = policy.token_from(connection.headers, connection.query_params)
-    from .auth import verify_token
+    from voxline.stream.auth import verify_token
 
     claims = verify_token(policy.secret, token, now=policy.clock())
     if requested is None:
