@@ -88,12 +88,13 @@ from narrowband import PHONE_RATE_HZ, telephone
 from percentiles import p50_p95
 from speech_sets import SET_NAMES, SET_NOISE_SNR_DB, add_noise, load_set, speech_rms
 
-from voxline.clients.agent_runner import PacedAgentLoop, SpeakOverAgent, TurnTakingUser
+from voxline.clients.agent_runner import PacedAgentLoop, TurnTakingUser
 from voxline.config import Config, load_config
 from voxline.models.llm import LlamaEngine
-from voxline.models.speech_synth import synthesize
 from voxline.pipeline.frames import AudioFrame, Frame
 from voxline.pipeline.recipes.agent import LISTEN_RATE_HZ, AgentEngines, build_agent_session
+from voxline.testing.scripted_users import SpeakOverAgent
+from voxline.testing.speech_synth import synthesize
 
 QUESTIONS = [
     "What is the capital of France?",

@@ -114,8 +114,8 @@ from percentiles import p50_p95
 from voxline.clients.echo_device import EchoDevice
 from voxline.clients.webrtc_client import CallClient, CallRefusedError
 from voxline.errors import VoxlineError
-from voxline.models.speech_synth import synthesize
 from voxline.stream.webrtc.call import WEBRTC_RATE_HZ
+from voxline.testing.speech_synth import synthesize
 
 FloatAudio = npt.NDArray[np.float32]
 

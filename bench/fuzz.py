@@ -120,7 +120,7 @@ async def fuzz_one(name: str, url: str, redis_url: str, node: asyncio.subprocess
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole bench (see module doc)."""
-    from voxline.models.speech_synth import synthesize
+    from voxline.testing.speech_synth import synthesize
 
     names = [p for p in args.protocols.split(",") if p]
     unknown = sorted(set(names) - set(PROTOCOLS))

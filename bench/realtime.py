@@ -42,7 +42,7 @@ from percentiles import p50_p95
 from speech_sets import load_set
 from testset import SAMPLE_RATE_HZ, speech_bounds
 
-from voxline.clients.realtime_talk import RATE_HZ, RealtimeTalk
+from voxline.testing.realtime_talk import RATE_HZ, RealtimeTalk
 
 MAX_CLIP_S = 12.0
 TURN_TIMEOUT_S = 40.0
@@ -61,7 +61,7 @@ PIPER_QUESTIONS = (
 def recordings(name: str, count: int) -> list[tuple[str, np.ndarray]]:
     """(text, 16 kHz audio) of the first ``count`` clips of a set that fit a turn."""
     if name == "piper":
-        from voxline.models.speech_synth import synthesize
+        from voxline.testing.speech_synth import synthesize
 
         spoken = [(q, synthesize(q, SAMPLE_RATE_HZ)) for q in PIPER_QUESTIONS[:count]]
         return [(q, a[: speech_bounds(a)[1] + 1]) for q, a in spoken]  # the speech's end is the clip's end

@@ -77,7 +77,7 @@ from speech_sets import load_set
 from testset import SAMPLE_RATE_HZ, Clip, Stream, build_stream
 
 from voxline.clients.caption_client import pcm16
-from voxline.clients.realtime_talk import FRAME, RATE_HZ, pcm24
+from voxline.testing.realtime_talk import FRAME, RATE_HZ, pcm24
 
 CHUNK_S = 0.1
 CAPTION_STREAM_S = 20.0

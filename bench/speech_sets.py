@@ -133,7 +133,7 @@ def espeak(text: str, voice: str, words_per_minute: int) -> FloatAudio:
 @functools.lru_cache(maxsize=1)
 def hard_clips() -> tuple[Clip, ...]:
     """Every passage by Piper (varied ``length_scale``) and by espeak-ng (varied voice)."""
-    from voxline.models.speech_synth import synthesize
+    from voxline.testing.speech_synth import synthesize
 
     clips = []
     for i, passage in enumerate(PASSAGES):

@@ -81,7 +81,7 @@ from fanout import free_port
 from percentiles import p50_p95
 from phone_sim import LOUD, PhoneCaller
 
-from voxline.models.speech_synth import synthesize
+from voxline.testing.speech_synth import synthesize
 
 RATE_HZ = 16000
 LEAD_SILENCE_S = 0.5

@@ -135,7 +135,7 @@ def make_clip(name: str, text: str, audio: FloatAudio) -> Clip:
 @functools.lru_cache(maxsize=4)
 def synthesize_clips(sentences: tuple[str, ...] = SENTENCES) -> tuple[Clip, ...]:
     """Piper speaking each sentence at 16 kHz, deterministic (cached per process)."""
-    from voxline.models.speech_synth import synthesize
+    from voxline.testing.speech_synth import synthesize
 
     clips = []
     for i, text in enumerate(sentences):

@@ -23,8 +23,8 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from voxline.models.speech_synth import synthesize  # noqa: E402
 from voxline.models.turn_model import SmartTurnModel  # noqa: E402
+from voxline.testing.speech_synth import synthesize  # noqa: E402
 
 TEXT = (
     "We will meet at the train station at half past nine. "

@@ -454,7 +454,8 @@ def clip_lag(record: CallRecord, clip: Any, rate: int) -> tuple[float | None, fl
 async def webrtc_call(url: str, session: dict[str, Any], clips: Sequence[FloatAudio],
                       settle: Callable[[CallRecord], Callable[[float], Any]]) -> tuple[CallRecord, list[Any]]:
     """One call saying ``clips`` (48 kHz) through a ``CallClient``; what it sent and heard."""
-    from voxline.clients.webrtc_client import CallClient, ClipMicrophone
+    from voxline.clients.webrtc_client import CallClient
+    from voxline.testing.clip_microphone import ClipMicrophone
 
     mic = ClipMicrophone()
     record = CallRecord(mic)
@@ -540,8 +541,8 @@ async def anonymizer_webrtc(url: str, sets: Sets) -> dict[str, Any]:
 async def anonymizer_session(engines: Any, tts: Any, clips: Sequence[Clip], name: str) -> CallRecord:
     """One in-process anonymizer session saying ``clips``, ticked in real time by ``PacedAgentLoop``."""
     from voxline.clients.agent_runner import PacedAgentLoop
-    from voxline.clients.webrtc_client import ClipMicrophone
     from voxline.pipeline.recipes.anonymizer import build_anonymizer_session
+    from voxline.testing.clip_microphone import ClipMicrophone
 
     session = build_anonymizer_session(engines, tts, name=name)
     mic = ClipMicrophone()

@@ -19,8 +19,8 @@ import numpy as np
 import soundfile
 
 from voxline.config import Config
-from voxline.models.speech_synth import synthesize
 from voxline.pipeline.recipes.agent import LISTEN_RATE_HZ, AgentEngines, build_agent_session
+from voxline.testing.speech_synth import synthesize
 
 from .agent_runner import PacedAgentLoop, TurnTakingUser
 from .waterfall_plot import plot_waterfall

@@ -96,11 +96,6 @@ class EchoDevice:
         self.last_echo = np.zeros(0, dtype=np.float32)
         """The echo part of the latest ``capture`` (for measuring echo return loss)."""
 
-    @property
-    def queued_samples(self) -> int:
-        """Samples handed to ``play`` that the loudspeaker has not played yet."""
-        return len(self._queued)
-
     def play(self, samples: npt.ArrayLike) -> None:
         """Queue audio for the loudspeaker (mono float32 at ``sample_rate_hz``).
 

@@ -7,8 +7,7 @@
 - ``word_timing``: word start/end times from the cross-attention alignment;
 - ``llm``: ``LlamaEngine``, SmolLM2 on llama.cpp; ``tts``: ``PiperEngine``, streaming Piper;
 - ``worker_pool``: the worker threads, bounded request queue and result streams engines share;
-- ``batch_scheduler``: the sans-I/O earliest-deadline-first batcher engines use;
-- ``speech_synth``: Piper speech for tests and benchmarks.
+- ``batch_scheduler``: the sans-I/O earliest-deadline-first batcher engines use.
 
 Import the submodule you need: this package imports nothing heavy by itself.
 """

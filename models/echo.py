@@ -54,7 +54,7 @@ ASR hears (its models were trained on unprocessed speech), and they are not need
 remove echo. With echo cancellation on, WebRTC also applies its high-pass filter
 (below about 80 Hz) to the microphone audio.
 
-Cost, measured on the 2-core dev machine (Intel Xeon) with ``measure_cost_ms``:
+Cost, measured on the 2-core dev machine (Intel Xeon) over 10 s of frames:
 0.07 ms of one core per 10 ms frame (far-end plus near-end, echo present, Python
 included), i.e. 0.7 % of a core per session, so a stage may run it inline on its
 event loop. Not thread-safe: call ``add_reference`` and ``process`` from one thread
@@ -67,7 +67,6 @@ build requirements; a C++17 compiler must be installed), about 2.5 minutes here.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -83,7 +82,6 @@ __all__ = [
     "AEC_SAMPLE_RATE_HZ",
     "INSTALL_HINT",
     "EchoCanceller",
-    "measure_cost_ms",
 ]
 
 AEC_SAMPLE_RATE_HZ = 16000
@@ -281,22 +279,3 @@ class EchoCanceller:
         return cleaned
 
 
-def measure_cost_ms(seconds: float = 10.0, seed: int = 0) -> float:
-    """Mean CPU time (ms of one core) per 10 ms frame, far-end plus near-end.
-
-    Runs ``seconds`` of loud noise as the far end with a 100 ms, -8 dB echo of it as the
-    microphone, the worst case for the adaptive filter, and times ``process``.
-    """
-    rng = np.random.default_rng(seed)
-    n = round(seconds * AEC_SAMPLE_RATE_HZ)
-    far = (rng.standard_normal(n) * 0.1).astype(np.float32)
-    delay = AEC_SAMPLE_RATE_HZ // 10
-    mic = np.concatenate((np.zeros(delay, np.float32), far[:-delay] * 0.4)).astype(np.float32)
-    canceller = EchoCanceller()
-    chunk = 2 * AEC_FRAME_SAMPLES
-    started = time.process_time()
-    for i in range(0, n, chunk):
-        canceller.add_reference(far[i : i + chunk])
-        canceller.process(mic[i : i + chunk])
-    elapsed = time.process_time() - started
-    return 1000 * elapsed / max(canceller.frames_processed, 1)

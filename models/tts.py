@@ -15,7 +15,7 @@ A reply's first clause, with nothing queued ahead of it, beats a later clause of
 another reply that still has seconds of audio to play.
 
 Output is deterministic: Piper's generator and phoneme-width noise are off, as in
-``speech_synth``. Each worker owns one voice (an onnxruntime session with
+``voxline.testing.speech_synth``. Each worker owns one voice (an onnxruntime session with
 ``cpu_threads`` intra-op threads); Piper's espeak phonemizer is serialised by Piper.
 
 Needs the ``tts`` extra (``pip install 'voxline[tts]'``).

@@ -128,11 +128,6 @@ class SileroVadStream:
         self._buffer = np.zeros(VAD_CONTEXT_SAMPLES, dtype=np.float32)
         self._next_pts = self._start_pts
 
-    @property
-    def next_pts_samples(self) -> int:
-        """Stream position of the next window's first sample."""
-        return self._next_pts
-
     def feed(self, audio: FloatArray) -> list[VadProbability]:
         """Append mono float32 samples at 16 kHz; return one probability per completed window.
 

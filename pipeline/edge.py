@@ -245,11 +245,3 @@ class Edge:
             if not getter.done():
                 getter.set_result(None)
 
-    def clear_data(self) -> int:
-        """Discard queued data frames (control frames stay); returns how many. For flushes."""
-        n = self._drop_data(all_of_it=True)
-        while self._putters:
-            putter = self._putters.popleft()
-            if not putter.done():
-                putter.set_result(None)
-        return n

@@ -48,14 +48,6 @@ class SpeechRecognizer(Protocol):
         ...
 
 
-class SpeechProbability(Protocol):
-    """A per-session streaming voice-activity detector."""
-
-    def feed(self, audio: npt.NDArray[np.float32]) -> list[tuple[int, float]]:
-        """Feed 16 kHz audio; returns (window end in samples, speech probability) per window."""
-        ...
-
-
 class ReplyStream(Protocol):
     """One streamed LLM reply: an async iterator of text pieces.
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 
 from voxline.errors import GraphClosed, PipelineError, StageFailed
 
@@ -121,18 +121,6 @@ class Graph:
         stage.outboxes.append(edge)
         self.outputs.append(edge)
         return edge
-
-    def insert_after(self, anchor: Stage, stage: Stage) -> Stage:
-        """Splice ``stage`` between ``anchor`` and everything ``anchor`` fed. Before start only."""
-        if self._started:
-            raise PipelineError("cannot rewire a running graph")
-        self.add(stage)
-        edge = self._edge(f"{anchor.name}->{stage.name}", 64, FullPolicy.BLOCK, None)
-        stage.outboxes, anchor.outboxes = anchor.outboxes, [edge]
-        stage.inbox = edge
-        for out in stage.outboxes:
-            out.name = f"{stage.name}->{out.name.split('->', 1)[1]}"
-        return stage
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -237,12 +225,6 @@ class Graph:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.cancel()
-
-
-def stages_named(graph: Graph, names: Iterable[str]) -> list[Stage]:
-    """The graph's stages with the given names, in the given order."""
-    by_name = {s.name: s for s in graph.stages}
-    return [by_name[n] for n in names]
 
 
 async def frames_until_end(output: Edge) -> AsyncIterator[Frame]:

@@ -14,7 +14,7 @@ import collections
 import contextlib
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psutil
 
@@ -35,7 +35,6 @@ class SessionCounters:
     disconnected: int = 0
     finals_sent: int = 0
     partials_sent: int = 0
-    final_decode_s: list[float] = field(default_factory=list)
 
 
 class CpuLoad:

@@ -38,7 +38,6 @@ works but draws PyJWT's ``InsecureKeyLengthWarning``.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import math
@@ -52,9 +51,10 @@ from typing import Any
 import jwt
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket
 
 from voxline.errors import ProtocolError
+from voxline.stream.bounded_socket import close_websocket
 
 ALGORITHM = "HS256"
 ISSUER = "voxline"
@@ -66,9 +66,6 @@ MAX_SUBJECT_CHARS = 256
 MAX_TOKEN_CHARS = 8192
 MAX_TOKEN_REQUEST_BYTES = 16 * 1024
 DEFAULT_TTL_S = 600.0
-CLOSE_TIMEOUT_S = 5.0
-MAX_CLOSE_REASON_BYTES = 123
-"""RFC 6455 leaves a close frame 125 bytes of payload, two of them the code."""
 
 
 class AuthError(ProtocolError):
@@ -400,31 +397,13 @@ def refusal_response(err: AuthError) -> JSONResponse:
     return JSONResponse({"error": {"code": err.code, "message": err.message}}, status_code=err.status, headers=headers)
 
 
-def close_reason(err: AuthError) -> str:
-    """``err.message`` cut to fit a WebSocket close frame (``MAX_CLOSE_REASON_BYTES``, UTF-8)."""
-    return fit_close_reason(err.message)
-
-
-def fit_close_reason(message: str) -> str:
-    """``message`` cut to fit a WebSocket close frame's reason (``MAX_CLOSE_REASON_BYTES`` of UTF-8)."""
-    return message.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
-
-
 async def refuse_websocket(websocket: WebSocket, err: AuthError) -> None:
     """Accept (if not yet) and close with ``err.close_code`` and its message as the reason.
 
-    A socket's own protocol may send an error event first. Bounded by
-    ``CLOSE_TIMEOUT_S``; a client already gone is not an error. Idempotent.
+    A socket's own protocol may send an error event first. Bounded, idempotent, and no
+    error for a client already gone (``close_websocket``).
     """
-    try:
-        async with asyncio.timeout(CLOSE_TIMEOUT_S):
-            if websocket.application_state is WebSocketState.DISCONNECTED:
-                return
-            if websocket.application_state is WebSocketState.CONNECTING:
-                await websocket.accept()  # closing before accept would lose the message to a bare HTTP 403
-            await websocket.close(err.close_code, close_reason(err))
-    except (WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
-        pass  # the client is gone already
+    await close_websocket(websocket, err.close_code, err.message)
 
 
 def _tokens_off() -> JSONResponse:

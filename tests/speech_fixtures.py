@@ -1,6 +1,6 @@
 """Synthesized speech and text helpers shared by the model tests (not a conftest).
 
-Audio is spoken by Piper (``voxline.models.speech_synth``) at 16 kHz and cached per
+Audio is spoken by Piper (``voxline.testing.speech_synth``) at 16 kHz and cached per
 text for the whole test run, so each sentence is synthesized once.
 """
 
@@ -12,7 +12,7 @@ import re
 import numpy as np
 import numpy.typing as npt
 
-from voxline.models.speech_synth import synthesize
+from voxline.testing.speech_synth import synthesize
 
 SAMPLE_RATE_HZ = 16000
 

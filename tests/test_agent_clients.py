@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from voxline.clients.agent_mic import MicSource, SampleRing, open_devices
-from voxline.clients.agent_runner import AudioClip, TurnTakingUser
+from voxline.clients.agent_runner import TurnTakingUser
 from voxline.clients.waterfall_plot import plot_waterfall
 from voxline.errors import VoxlineError
+from voxline.testing.scripted_users import AudioClip
 
 
 def test_sample_ring_gives_exact_frames_and_silence_on_underrun() -> None:

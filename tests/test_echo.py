@@ -254,7 +254,7 @@ async def test_audio_that_is_not_16_khz_is_refused_with_a_clear_error() -> None:
 def test_headphones_user_over_the_first_reply_is_kept() -> None:
     """No echo path (headphones): AEC3's start-up suppression must not eat the user's barge-in."""
     from voxline.models.echo import EchoCanceller
-    from voxline.models.speech_synth import synthesize
+    from voxline.testing.speech_synth import synthesize
 
     agent = synthesize("The story of a brave knight is a classic tale of courage and adventure.", 16000)
     user = synthesize("Stop, I want to ask something else.", 16000)
@@ -274,7 +274,7 @@ def test_headphones_user_over_the_first_reply_is_kept() -> None:
 
 def test_coupling_detector_never_bypasses_a_late_echo_and_keeps_a_headset_verdict() -> None:
     from voxline.models.echo_coupling import EchoCouplingDetector
-    from voxline.models.speech_synth import synthesize
+    from voxline.testing.speech_synth import synthesize
 
     agent = synthesize("The story of a brave knight is a classic tale of courage and adventure.", 16000)
     gap = np.zeros(16000, np.float32)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["voxline", "pipeline", "models", "stream", "clients"]
+PACKAGES = ["voxline", "pipeline", "models", "stream", "clients", "testing"]
 
 
 def test_ruff_finds_nothing() -> None:
@@ -72,9 +72,19 @@ def test_dependency_direction_holds() -> None:
     assert not wrong, sorted(wrong)
 
 
+def test_library_never_imports_the_testing_scaffolding() -> None:
+    """Scripted speech (``testing/``) is for tests, benches and the demo's question: the
+    library, the CLI and the clients other than the demo never import it."""
+    wrong = {
+        (f, m) for folder in ("pipeline", "models", "stream", "voxline", "clients") for f, m in _imports_of(folder)
+        if m.startswith("voxline.testing") and f != "clients/agent_demo.py"
+    }
+    assert not wrong, sorted(wrong)
+
+
 STREAM_LAYERS = {
     # the core every transport uses
-    "auth": 0, "admission": 0, "stalled_peers": 0, "turn_metrics": 0, "g711": 0,
+    "auth": 0, "admission": 0, "bounded_socket": 0, "stalled_peers": 0, "turn_metrics": 0, "g711": 0,
     "sessions": 1,  # a session's log, the node's bus, Redis, viewers, subtitles
     "captions": 2,
     "webrtc": 3,  # calls: the agent's engines and call places, which Realtime and phones share

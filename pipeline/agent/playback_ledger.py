@@ -103,11 +103,6 @@ class PlaybackLedger:
             self._marks.popitem(last=False)
         return name
 
-    @property
-    def pending_marks(self) -> int:
-        """Marks sent and not echoed yet."""
-        return len(self._marks)
-
     def echoed(self, name: str) -> bool:
         """The far end played everything before mark ``name``; False for a name not pending (void, unknown)."""
         at = self._marks.pop(name, None)

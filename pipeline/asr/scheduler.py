@@ -71,7 +71,6 @@ class AsrSettings:
     early_final_ms: float = 100.0
     final_tail_ms: float = 120.0
     late_tail_ms: float = 0.0
-    resume_pre_roll_s: float = 0.2
     commit_min_probability: float = 0.6
     commit_min_tail_s: float = 1.0
     context: bool = True

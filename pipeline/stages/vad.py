@@ -13,7 +13,7 @@ inserted after the audio that decided them:
 Pause/resume let later stages start work early (a speculative final) and finish an
 utterance before the hangover when the words already read as complete.
 
-The detector and the segmenter are passed in (any ``SpeechProbability`` and an object
+The detector and the segmenter are passed in (an object with ``feed`` returning windows of ``pts_samples`` and ``probability``, and one
 with ``push``/``flush`` returning start/end events and a ``quiet_since_samples``
 property), keeping this stage free of
 concrete models. One 32 ms Silero window costs about 0.1 ms, so it runs inline.

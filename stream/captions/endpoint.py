@@ -26,12 +26,11 @@ session's log on the node's bus.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket
 
 from voxline.errors import PipelineError, ProtocolError
 from voxline.pipeline.frames import (
@@ -43,7 +42,8 @@ from voxline.pipeline.frames import (
 )
 from voxline.pipeline.recipes.captioner import CaptionGraph, build_caption_graph
 from voxline.stream.admission import SessionAdmission
-from voxline.stream.auth import AuthError, fit_close_reason, refuse_websocket
+from voxline.stream.auth import AuthError, refuse_websocket
+from voxline.stream.bounded_socket import BoundedSender
 from voxline.stream.captions.protocol import (
     CaptionConfig,
     CaptionProtocol,
@@ -56,13 +56,13 @@ from voxline.stream.captions.protocol import (
 from voxline.stream.sessions.log import SessionLog
 from voxline.stream.sessions.node_bus import NodeBus, claim_session
 from voxline.stream.sessions.subtitles import SubtitleTrack
-from voxline.stream.stalled_peers import abort_peer
 
 log = logging.getLogger(__name__)
 
 MAX_FRAME_S = 0.5
 """Audio messages longer than this are split into frames of this length (s)."""
-CLOSE_TIMEOUT_S = 5.0
+WRITER_FINISH_S = 5.0
+"""How long the writer may take to send the last captions of a drained session."""
 
 
 class CaptionConnection:
@@ -76,9 +76,7 @@ class CaptionConnection:
         self.protocol = CaptionProtocol(service.config.server.max_message_bytes)
         self.session: CaptionGraph | None = None
         self.subtitles = SubtitleTrack()
-        self._send_lock = asyncio.Lock()
-        self._client_gone = False
-        self._stalled = False  # the client stopped reading and was dropped
+        self._sender = BoundedSender(websocket, service.config.server.send_timeout_s, "a caption client")
         self._pts_samples = 0
         self._writer: asyncio.Task[None] | None = None
         self._internal_error: str | None = None
@@ -90,34 +88,15 @@ class CaptionConnection:
         its connection is dropped (``abort_peer``) and its graph cancelled, which ends
         the session (counted as disconnected) and frees its place.
         """
-        if self._client_gone:
-            return False
-        timeout_s = self.service.config.server.send_timeout_s
-        async with self._send_lock:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await self.websocket.send_text(json.dumps(message, separators=(",", ":")))
-            except TimeoutError:  # first: it is an OSError too
-                self._client_gone = self._stalled = True
-                abort_peer(self.websocket, f"a caption client took no message for {timeout_s:g} s")
-                if self.session is not None:
-                    await self.session.graph.cancel()  # unblocks a reader waiting for room in the graph
-                return False
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                self._client_gone = True
-                return False
-        return True
+        if await self._sender.send_json(message):
+            return True
+        if self._sender.stalled and self.session is not None:
+            await self.session.graph.cancel()  # unblocks a reader waiting for room in the graph
+        return False
 
     async def close(self, code: int, reason: str = "") -> None:
         """Close the socket with ``code`` (and ``reason``, cut to fit) if it is still open."""
-        if self._client_gone or self.websocket.application_state is WebSocketState.DISCONNECTED:
-            return
-        self._client_gone = True
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await self.websocket.close(code, fit_close_reason(reason))
-        except (RuntimeError, OSError, TimeoutError):
-            pass
+        await self._sender.close(code, reason)
 
     async def run(self) -> None:
         """Serve the connection until it ends; never raises for client behaviour."""
@@ -156,8 +135,8 @@ class CaptionConnection:
                 except TimeoutError:
                     raise protocol_error("idle_timeout", f"no message for {idle_s:g} s") from None
                 if message["type"] == "websocket.disconnect":
-                    self._client_gone = True
-                    clean = message.get("code", 1000) in (1000, 1001) and not self._stalled
+                    self._sender.gone = True
+                    clean = message.get("code", 1000) in (1000, 1001) and not self._sender.stalled
                     outcome = "completed" if clean else "disconnected"
                     break
                 if message.get("bytes") is not None:
@@ -179,7 +158,7 @@ class CaptionConnection:
             await self._cancel_session()
             raise
         except PipelineError:
-            if self._stalled:  # its graph was cancelled when the client was dropped
+            if self._sender.stalled:  # its graph was cancelled when the client was dropped
                 outcome = "disconnected"
             else:  # the graph stopped taking audio: one of its stages failed
                 self._internal_error = "the caption pipeline failed; the session was ended"
@@ -280,7 +259,7 @@ class CaptionConnection:
             )
         if self._writer is not None:
             try:
-                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                async with asyncio.timeout(WRITER_FINISH_S):
                     await asyncio.shield(self._writer)
             except TimeoutError:
                 pass

@@ -1,0 +1,1 @@
+"""``/v1/realtime``: the OpenAI-Realtime protocol: its audio, events, conversation, session and endpoint."""

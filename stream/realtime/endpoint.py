@@ -28,14 +28,14 @@ graph or reservation outlives the connection.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket
 
 from voxline.stream.admission import SessionAdmission
-from voxline.stream.auth import Need, fit_close_reason, token_or_loopback_refusal
+from voxline.stream.auth import Need, token_or_loopback_refusal
+from voxline.stream.bounded_socket import BoundedSender
 from voxline.stream.realtime.protocol import (
     RealtimeProtocolError,
     ServerEvents,
@@ -45,12 +45,9 @@ from voxline.stream.realtime.protocol import (
 from voxline.stream.realtime.session import RealtimeSession
 from voxline.stream.sessions.log import SessionLog
 from voxline.stream.sessions.node_bus import NodeBus
-from voxline.stream.stalled_peers import abort_peer
 from voxline.stream.webrtc.calls import CallRefused, CallService
 
 log = logging.getLogger(__name__)
-
-CLOSE_TIMEOUT_S = 5.0
 
 
 class RealtimeConnection:
@@ -64,47 +61,23 @@ class RealtimeConnection:
         self.calls = calls
         self.beta = websocket.headers.get("openai-beta", "").replace(" ", "") == "realtime=v1"
         self.events = ServerEvents(beta=self.beta)
-        self._send_lock = asyncio.Lock()
-        self._gone = False
+        self._sender = BoundedSender(websocket, service.config.server.send_timeout_s, "a realtime client")
         self._holds_call = False
         self._reader: asyncio.Task[Any] | None = None
         self._failed = False
-        self._closing = False
         self.session: RealtimeSession | None = None
 
     async def send(self, event: dict[str, Any]) -> None:
         """Send one server event; a client that cannot take it within ``server.send_timeout_s`` is dropped."""
-        if self._gone:
+        if await self._sender.send_json(event) or not self._sender.stalled:
             return
-        async with self._send_lock:
-            if self._gone:  # went while this send waited its turn
-                return
-            timeout_s = self.service.config.server.send_timeout_s
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await self.websocket.send_text(json.dumps(event, separators=(",", ":")))
-            except (WebSocketDisconnect, RuntimeError, OSError, TimeoutError) as exc:
-                self._gone = True
-                reader = self._reader
-                if isinstance(exc, TimeoutError):
-                    abort_peer(self.websocket, f"a realtime client took no event for {timeout_s:g} s")
-                    if reader is not None and reader is not asyncio.current_task():
-                        reader.cancel()  # it is waiting on a client that no longer reads
+        reader = self._reader
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()  # it is waiting on a client that no longer reads
 
     async def _refuse(self, close_code: int, code: str, message: str) -> None:
         await self.send(self.events.error(code, message))
-        await self._close(close_code, message)
-
-    async def _close(self, code: int, reason: str = "") -> None:
-        if self._closing or self.websocket.application_state is WebSocketState.DISCONNECTED:
-            return
-        self._closing = True
-        self._gone = True
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await self.websocket.close(code, fit_close_reason(reason))
-        except (WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
-            pass  # the client is gone already
+        await self._sender.close(close_code, message)
 
     def _end_after_failure(self) -> None:
         """The session's pipeline failed (it told the client): stop reading, so the connection closes."""
@@ -173,7 +146,7 @@ class RealtimeConnection:
         try:
             await self._read()
         except asyncio.CancelledError:
-            if not (self._gone or self._failed):
+            if not (self._sender.gone or self._failed):
                 raise  # the server is stopping
             task = asyncio.current_task()
             if task is not None:
@@ -181,15 +154,15 @@ class RealtimeConnection:
         finally:
             self._reader = None
             await self.session.close()
-            await self._close(1011 if self._failed else 1000)
+            await self._sender.close(1011 if self._failed else 1000)
 
     async def _read(self) -> None:
         assert self.session is not None
         limit = self.service.config.server.max_message_bytes
-        while not self._gone:
+        while not self._sender.gone:
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":
-                self._gone = True
+                self._sender.gone = True
                 return
             text = message.get("text")
             event_id = None

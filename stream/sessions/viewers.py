@@ -25,25 +25,23 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from voxline.stream.auth import (
     AuthError,
     Need,
     check_request,
     check_websocket,
-    fit_close_reason,
     refusal_response,
 )
+from voxline.stream.bounded_socket import BoundedSender, close_websocket, compact_json
 from voxline.stream.sessions.log import KINDS, SESSION_ID_RE, BusUnavailable, UnknownSession
 from voxline.stream.sessions.node_bus import NodeBus
 from voxline.stream.sessions.subtitles import subtitles
-from voxline.stream.stalled_peers import abort_peer
 
 log = logging.getLogger(__name__)
 
 WEB_PAGE_DIR = Path(__file__).resolve().parents[2] / "clients" / "web"
-CLOSE_TIMEOUT_S = 10.0
 RETRY_AFTER_S = 5
 TRANSCRIPT_FORMATS = ("json", "srt", "vtt")
 
@@ -73,12 +71,10 @@ def _error(status: int, code: str, message: str, retry_after_s: int | None = Non
 
 
 async def _close_with(websocket: WebSocket, code: str, message: str, close_code: int) -> None:
-    try:
-        async with asyncio.timeout(CLOSE_TIMEOUT_S):
-            await websocket.send_text(json.dumps({"type": "error", "code": code, "message": message}))
-            await websocket.close(close_code, fit_close_reason(message))
-    except (WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
-        pass
+    """An ``error`` event, then the close."""
+    await close_websocket(websocket, close_code, message, last_message=compact_json(
+        {"type": "error", "code": code, "message": message}
+    ))
 
 
 async def session_captions_endpoint(websocket: WebSocket) -> None:
@@ -118,22 +114,17 @@ async def _serve_viewer(websocket: WebSocket, bus: NodeBus, session_id: str, fro
     except BusUnavailable as exc:
         await _close_with(websocket, "bus_unavailable", str(exc), 1013)
         return
-    timeout_s = websocket.app.state.service.config.server.send_timeout_s
+    sender = BoundedSender(websocket, websocket.app.state.service.config.server.send_timeout_s, "a caption viewer")
     reader = asyncio.create_task(_until_client_leaves(websocket), name="voxline-viewer-reader")
     try:
-        async with asyncio.timeout(timeout_s):
-            await websocket.send_text(json.dumps(info.event(live=live)))
+        if not await sender.send_json(info.event(live=live)):
+            return
         async for event in events:
-            if reader.done():
+            if reader.done() or not await sender.send_text(event.text):
                 return
-            async with asyncio.timeout(timeout_s):
-                await websocket.send_text(event.text)
-        async with asyncio.timeout(timeout_s):
-            await websocket.close(1000)
-    except TimeoutError:
-        abort_peer(websocket, f"a caption viewer took no message for {timeout_s:g} s")
-    except (WebSocketDisconnect, RuntimeError, OSError, BusUnavailable):
-        pass  # gone
+        await sender.close(1000)
+    except BusUnavailable:
+        pass  # the bus went away mid-replay: returning lets the server close the socket
     finally:
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)

@@ -30,9 +30,10 @@ import logging
 import time
 from typing import Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket
 
-from voxline.stream.auth import AuthError, Need, fit_close_reason, token_or_loopback_refusal
+from voxline.stream.auth import AuthError, Need, token_or_loopback_refusal
+from voxline.stream.bounded_socket import close_websocket
 from voxline.stream.sessions.log import caption_from_agent_event
 from voxline.stream.sessions.node_bus import claim_session
 from voxline.stream.telephony.media_streams import (
@@ -47,7 +48,6 @@ from voxline.stream.webrtc.calls import MAX_SYSTEM_PROMPT_CHARS, CallRefused, Ca
 
 log = logging.getLogger(__name__)
 
-_CLOSE_TIMEOUT_S = 5.0
 MAX_FRAMES_BEFORE_START = 50
 """Frames a carrier may send before ``start`` (``connected``, stray media) before it is turned away."""
 
@@ -65,18 +65,6 @@ def twilio_refusal(websocket: WebSocket, auth_token: str, public_url: str) -> tu
     if not signature:
         return 4401, "no X-Twilio-Signature: this server checks Twilio's signature (VOXLINE_TWILIO_AUTH_TOKEN)"
     return 4403, f"X-Twilio-Signature does not match {urls[0]} (set telephony.public_url to the URL Twilio uses)"
-
-
-async def _close(websocket: WebSocket, code: int, reason: str) -> None:
-    if websocket.application_state is WebSocketState.DISCONNECTED:
-        return
-    try:
-        async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-            if websocket.application_state is WebSocketState.CONNECTING:
-                await websocket.accept()
-            await websocket.close(code, fit_close_reason(reason))
-    except (WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
-        pass  # gone already
 
 
 async def wait_for_start(websocket: WebSocket, protocol: MediaStreamProtocol, timeout_s: float) -> StreamStarted:
@@ -134,13 +122,13 @@ async def serve_phone_call(websocket: WebSocket, carrier: str) -> None:
             refused = (exc.close_code, exc.message)
     if refused is not None:
         log.warning("%s stream refused: %s", carrier, refused[1])
-        await _close(websocket, *refused)
+        await close_websocket(websocket, *refused)
         return
     try:
         calls.take_call_place()
     except CallRefused as exc:
         log.warning("%s stream refused: %s", carrier, exc.message)
-        await _close(websocket, 1013, exc.message)
+        await close_websocket(websocket, 1013, exc.message)
         return
     try:
         await websocket.accept()
@@ -157,7 +145,7 @@ async def _serve_admitted(
         started = await wait_for_start(websocket, protocol, calls.config.telephony.start_timeout_s)
     except CarrierProtocolError as exc:
         log.warning("%s stream ended before its call began: %s", carrier, exc.message)
-        await _close(websocket, exc.close_code, exc.message)
+        await close_websocket(websocket, exc.close_code, exc.message)
         return
     session = _agent_session(calls, carrier, started)
     session_log = bus.open("call", owner, session_id) if bus is not None else None

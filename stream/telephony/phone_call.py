@@ -41,7 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voxline.errors import GraphClosed
 from voxline.pipeline.agent.playback_ledger import PlaybackLedger
@@ -49,9 +49,8 @@ from voxline.pipeline.frames import AudioFrame
 from voxline.pipeline.tasks import wait_for_tasks
 from voxline.resampler import StreamResampler
 from voxline.sample_fifo import SampleFifo
-from voxline.stream.auth import fit_close_reason
+from voxline.stream.bounded_socket import BoundedSender
 from voxline.stream.g711 import alaw_encode, ulaw_encode
-from voxline.stream.stalled_peers import abort_peer
 from voxline.stream.telephony.inbound_audio import InboundAudio
 from voxline.stream.telephony.media_streams import (
     PHONE_RATE_HZ,
@@ -74,8 +73,8 @@ MAX_BAD_FRAMES = 200
 """Protocol errors one call may make before it is ended (a carrier speaking something else)."""
 HANG_UP_MARK_WAIT_S = 2.0
 """How long a hang-up waits for its last mark beyond the audio still queued (s)."""
+_STOP_TIMEOUT_S = 5.0  # for the call's own tasks to end once cancelled
 _SPEECH_LEVEL = 1e-4  # a frame with a sample above this carries the agent's voice
-_CLOSE_TIMEOUT_S = 5.0
 
 
 class PhoneCall:
@@ -114,10 +113,9 @@ class PhoneCall:
         self._to_phone = StreamResampler(rate, PHONE_RATE_HZ)
         self._pending = SampleFifo(10 * PHONE_FRAME_SAMPLES)
         self._pull_samples = rate * FRAME_MS // 1000
-        self._send_lock = asyncio.Lock()
+        self._sender = BoundedSender(websocket, send_timeout_s, "a carrier")
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
-        self._gone = False
         self._last_media_at = time.monotonic()
         self._speech_frames = 0  # agent-voiced frames sent since the last mark
         self._unacked_audio = False  # agent audio sent since the last clear
@@ -159,14 +157,14 @@ class PhoneCall:
             await self.close()
 
     async def _read(self) -> None:
-        while not self._gone:
+        while not self._sender.gone:
             try:
                 message = await self.websocket.receive()
             except (RuntimeError, WebSocketDisconnect):
-                self._gone = True
+                self._sender.gone = True
                 return
             if message["type"] == "websocket.disconnect":
-                self._gone = True
+                self._sender.gone = True
                 return
             text = message.get("text")
             try:
@@ -216,7 +214,7 @@ class PhoneCall:
             log.warning("%s call %s ended: its session stopped (%s)", self.protocol.carrier, self.call_id,
                         self.session.graph.error)
             self.failure = self.failure or "session_failed"
-            self._gone = True
+            self._sender.gone = True
             self._stop_reading()
             return
         if not accepted:
@@ -227,21 +225,11 @@ class PhoneCall:
 
     async def _send(self, text: str) -> bool:
         """Send one frame; a carrier that takes none for ``send_timeout_s`` is dropped. False once gone."""
-        if self._gone:
-            return False
-        async with self._send_lock:
-            if self._gone:
-                return False
-            try:
-                async with asyncio.timeout(self.send_timeout_s):
-                    await self.websocket.send_text(text)
-            except (WebSocketDisconnect, RuntimeError, OSError, TimeoutError) as exc:
-                self._gone = True
-                if isinstance(exc, TimeoutError):
-                    self.failure = self.failure or "carrier_stalled"
-                    abort_peer(self.websocket, f"a carrier took no audio for {self.send_timeout_s:g} s")
-                return False
-        return True
+        if await self._sender.send_text(text):
+            return True
+        if self._sender.stalled:
+            self.failure = self.failure or "carrier_stalled"
+        return False
 
     def _next_phone_frame(self) -> tuple[bytes, bool]:
         """The next 20 ms for the caller as G.711 bytes, and whether the agent's voice is in it."""
@@ -256,7 +244,7 @@ class PhoneCall:
         frames_per_mark = max(1, round(MARK_EVERY_MS / FRAME_MS))
         start = time.monotonic()
         sent = 0
-        while not self._gone:
+        while not self._sender.gone:
             delay = start + sent * FRAME_MS / 1000 - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -295,7 +283,7 @@ class PhoneCall:
                 self.on_event(event)
 
     async def _media_watchdog(self) -> None:
-        while not self._gone:
+        while not self._sender.gone:
             silent_for = time.monotonic() - self._last_media_at
             if silent_for > self.media_timeout_s:
                 self.failure = self.failure or "peer_silent"
@@ -307,7 +295,7 @@ class PhoneCall:
 
     async def hang_up(self, reason: str = "the agent ended the call") -> None:
         """End the call from voxline's side: a last mark, awaited until the audio before it played; then close."""
-        if self._gone or self._closing:
+        if self._sender.gone or self._closing:
             return
         self._hang_up_mark = self.ledger.place_mark()
         if await self._send(self.protocol.mark(self._hang_up_mark)):
@@ -320,26 +308,19 @@ class PhoneCall:
         await self._close_socket(1000, reason)
 
     async def _close_socket(self, code: int, reason: str) -> None:
-        self._gone = True
-        if self.websocket.application_state is WebSocketState.DISCONNECTED:
-            return
-        try:
-            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-                await self.websocket.close(code, fit_close_reason(reason))
-        except (WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
-            pass  # gone already
+        await self._sender.close(code, reason)
 
     async def close(self) -> None:
         """Stop the call's tasks, cancel the session's graph, close the socket. Idempotent."""
         if self._closing:
             return
         self._closing = True
-        self._gone = True
+        self._sender.gone = True
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:
                 task.cancel()
-        await wait_for_tasks([t for t in self._tasks if t is not current], _CLOSE_TIMEOUT_S, "phone call")
+        await wait_for_tasks([t for t in self._tasks if t is not current], _STOP_TIMEOUT_S, "phone call")
         await self.session.graph.cancel()
         await self._close_socket(1000, "")
         order = self.inbound.order

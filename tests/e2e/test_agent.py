@@ -22,12 +22,13 @@ import soundfile
 
 from tests.e2e.agent_talk import converse
 from tests.speech_fixtures import normalize, silence, speech, word_errors
-from voxline.clients.agent_runner import PacedAgentLoop, SpeakOverAgent, TurnTakingUser
+from voxline.clients.agent_runner import PacedAgentLoop, TurnTakingUser
 from voxline.clients.echo_device import EchoDevice
 from voxline.pipeline.recipes.agent import (
     AgentEngines,
     build_agent_session,
 )
+from voxline.testing.scripted_users import SpeakOverAgent
 
 pytestmark = pytest.mark.slow
 

@@ -20,10 +20,11 @@ import pytest
 from tests.conftest import running_server
 from tests.e2e.call_events import Events, health, said, until_no_calls
 from tests.speech_fixtures import word_errors
-from voxline.clients.webrtc_client import CallClient, ClipMicrophone
+from voxline.clients.webrtc_client import CallClient
 from voxline.pipeline.recipes.agent import AgentEngines
 from voxline.pipeline.recipes.captioner import CaptionEngines
 from voxline.stream.webrtc.call import inbound_packet_counts
+from voxline.testing.clip_microphone import ClipMicrophone
 
 pytestmark = pytest.mark.slow
 

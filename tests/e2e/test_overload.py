@@ -40,10 +40,11 @@ from tests.speech_fixtures import (
     word_errors,
 )
 from voxline.clients.caption_client import pcm16
-from voxline.clients.realtime_talk import FRAME, pcm24
-from voxline.clients.webrtc_client import CallClient, CallRefusedError, ClipMicrophone
+from voxline.clients.webrtc_client import CallClient, CallRefusedError
 from voxline.pipeline.recipes.agent import AgentEngines
 from voxline.pipeline.recipes.captioner import CaptionEngines
+from voxline.testing.clip_microphone import ClipMicrophone
+from voxline.testing.realtime_talk import FRAME, pcm24
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -19,11 +19,11 @@ import websockets
 
 from tests.conftest import running_server
 from tests.speech_fixtures import normalize, silence, speech
-from voxline.clients.realtime_talk import RATE_HZ, RealtimeTalk, decode_pcm
 from voxline.models.asr import WhisperEngine
 from voxline.pipeline.recipes.agent import AgentEngines
 from voxline.pipeline.recipes.captioner import CaptionEngines
 from voxline.resampler import StreamResampler
+from voxline.testing.realtime_talk import RATE_HZ, RealtimeTalk, decode_pcm
 
 pytestmark = pytest.mark.timeout(120)
 QUESTION = "What is the capital of France?"
@@ -405,7 +405,7 @@ def readme_raw_client() -> str:
 
 
 async def test_the_readme_raw_socket_client_transcribes_as_printed(realtime_server: str) -> None:
-    from voxline.clients.realtime_talk import pcm24
+    from voxline.testing.realtime_talk import pcm24
 
     block = readme_raw_client()
     port = realtime_server.rsplit(":", 1)[1]

@@ -21,10 +21,11 @@ import soxr
 from tests.conftest import running_server
 from tests.e2e.call_events import Events
 from tests.speech_fixtures import normalize, silence, word_errors
-from voxline.clients.webrtc_client import CallClient, CallRefusedError, ClipMicrophone
+from voxline.clients.webrtc_client import CallClient, CallRefusedError
 from voxline.models.pitch import measure_f0
 from voxline.pipeline.recipes.agent import AgentEngines
 from voxline.pipeline.recipes.captioner import CaptionEngines
+from voxline.testing.clip_microphone import ClipMicrophone
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from real_speech import real_clip

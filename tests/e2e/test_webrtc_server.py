@@ -19,9 +19,10 @@ import pytest
 from tests.conftest import running_server
 from tests.e2e.call_events import Events, health, said, until_no_calls
 from tests.speech_fixtures import silence
-from voxline.clients.webrtc_client import CallClient, CallRefusedError, ClipMicrophone
+from voxline.clients.webrtc_client import CallClient, CallRefusedError
 from voxline.pipeline.recipes.agent import AgentEngines
 from voxline.pipeline.recipes.captioner import CaptionEngines
+from voxline.testing.clip_microphone import ClipMicrophone
 
 pytestmark = pytest.mark.slow
 LOUD = 0.02

@@ -30,8 +30,9 @@ from tests.conftest import free_port
 from tests.e2e.call_events import Events, said
 from tests.speech_fixtures import COFFEE, FOX, normalize, silence, speech, word_errors
 from voxline.clients.caption_client import pcm16
-from voxline.clients.webrtc_client import CallClient, ClipMicrophone
+from voxline.clients.webrtc_client import CallClient
 from voxline.stream.launch.placement import Placement, RequestTarget, parse_request_line
+from voxline.testing.clip_microphone import ClipMicrophone
 
 pytestmark = pytest.mark.slow
 NODE = "wtest"
