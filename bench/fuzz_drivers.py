@@ -447,7 +447,7 @@ async def fuzz_offers(url: str, rng: random.Random, messages: int, sdp: str, par
 def vc_answer(message: str | bytes) -> str:
     """The event a voice-changer call owes one client message: ``vc.updated`` or an error code."""
     from voxline.errors import ConfigError
-    from voxline.models.voice_converter import VoiceParams
+    from voxline.models.voice_params import VoiceParams
 
     try:
         event = json.loads(message)

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from voxline.config import Config
 from voxline.errors import PipelineError
-from voxline.models.voice_converter import VoiceParams
+from voxline.models.voice_params import VoiceParams
 from voxline.pipeline.frames import AudioFrame
 
 from .agent_demo import event_printer

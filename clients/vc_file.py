@@ -22,7 +22,7 @@ import numpy.typing as npt
 from voxline.config import Config
 from voxline.errors import VoxlineError
 from voxline.models.vc_engine import VoiceConverterEngine
-from voxline.models.voice_converter import VoiceParams
+from voxline.models.voice_params import VoiceParams
 from voxline.pipeline.frames import AudioFrame
 from voxline.pipeline.graph import Graph, frames_until_end
 from voxline.pipeline.recipes.voice_changer import load_converter

@@ -15,8 +15,9 @@ A reply's first clause, with nothing queued ahead of it, beats a later clause of
 another reply that still has seconds of audio to play.
 
 Output is deterministic: Piper's generator and phoneme-width noise are off, as in
-``voxline.testing.speech_synth``. Each worker owns one voice (an onnxruntime session with
-``cpu_threads`` intra-op threads); Piper's espeak phonemizer is serialised by Piper.
+``voxline.testing.speech_synth``. The workers share one voice (one onnxruntime session, whose
+``run`` is thread-safe, with ``cpu_threads`` intra-op threads per run and no memory
+arena); Piper's espeak phonemizer is serialised by Piper.
 
 Needs the ``tts`` extra (``pip install 'voxline[tts]'``).
 """
@@ -117,14 +118,16 @@ class SynthesisStream(EngineStream[FloatAudio]):
 class PiperEngine:
     """Piper text-to-speech shared by all sessions of a process.
 
-    Life cycle: ``await start()`` (loads one voice per worker off the loop, starts the
-    worker threads), any number of concurrent ``stream(text)``, then ``await close()``
+    Life cycle: ``await start()`` (loads the voice off the loop, starts the worker
+    threads), any number of concurrent ``stream(text)``, then ``await close()``
     (idempotent). ``voice_path`` is a Piper ``.onnx`` voice with its ``.onnx.json``
     beside it (default: the packaged en_US-joe-medium). ``workers`` requests are
     synthesized at once; others wait first in, first out (at most 256).
     ``length_scale`` stretches phoneme durations (above 1: slower speech).
     ``cpu_threads`` is each worker's onnxruntime thread budget: one keeps a 2-core
     machine's recogniser and LLM responsive, and Piper is still ~25x real time.
+    ``memory_arena`` gives the voice onnxruntime's CPU arena back (``bench/tts_memory.py``
+    compares): it keeps for good what the longest input needed.
     """
 
     def __init__(
@@ -134,6 +137,7 @@ class PiperEngine:
         workers: int = 1,
         length_scale: float = 1.0,
         cpu_threads: int = 1,
+        memory_arena: bool = False,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
@@ -143,6 +147,7 @@ class PiperEngine:
         self.workers = workers
         self.length_scale = length_scale
         self.cpu_threads = cpu_threads
+        self.memory_arena = memory_arena
         self._pool: WorkerPool[_Request] = WorkerPool(
             "tts", EarliestDeadlineFirst(), max_pending=_MAX_PENDING
         )
@@ -175,17 +180,17 @@ class PiperEngine:
             raise EngineError("TTS engine is closed")
         if self._pool.started:
             return
-        voices = await asyncio.to_thread(lambda: [self._load_warm() for _ in range(self.workers)])
+        voice = await asyncio.to_thread(self._load_warm)
         if self._pool.started or self._pool.closing:
             return
-        self._sample_rate_hz = int(voices[0].config.sample_rate)
-        self._pool.start([functools.partial(self._work, voice) for voice in voices])
+        self._sample_rate_hz = int(voice.config.sample_rate)
+        self._pool.start([functools.partial(self._work, voice) for _ in range(self.workers)])
 
     def _load_warm(self) -> Any:
         voice = self._load()
         try:
             for _ in voice.synthesize(WARM_UP_PIECE, syn_config=self._synthesis_config()):
-                pass  # grows the voice's arena to its working size now, not during a session
+                pass  # onnxruntime's first run sets up its kernels: not in a session's first reply
         except Exception as exc:  # onnxruntime's untyped errors
             raise EngineError(f"the Piper voice failed its first synthesis: {exc}") from exc
         return voice
@@ -203,6 +208,10 @@ class PiperEngine:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.cpu_threads
         options.inter_op_num_threads = 1
+        # No CPU arena: an arena keeps, for good, what the longest input ever needed (about
+        # 430 MB a voice after one long piece); plain allocations are freed after each run
+        # and the allocator trim hands them back, at the same real-time factor.
+        options.enable_cpu_mem_arena = self.memory_arena
         try:
             with open(f"{path}.json", encoding="utf-8") as config_file:
                 config = PiperConfig.from_dict(json.load(config_file))

@@ -1,13 +1,13 @@
 """Text cut into pieces Piper synthesizes one at a time, none longer than ``MAX_PIECE_WORDS``.
 
-onnxruntime's CPU arena keeps, for each Piper voice, memory for the longest input it
-has run, and hands none of it back: one 80-word sentence grows a voice by ~390 MB for
-good. A sentence over ``MAX_PIECE_WORDS`` is therefore cut at its last comma, semicolon,
+Piper's memory during a run grows with its input (one 80-word sentence needed ~390 MB),
+and the engine runs its voice without a memory arena, so what a run took is freed after
+it. A sentence over ``MAX_PIECE_WORDS`` is therefore cut at its last comma, semicolon,
 colon or dash inside the limit (if that leaves at least a third of it), else at the
-limit. Shorter sentences are untouched and stay together, so ordinary replies sound as
-before. The engine synthesizes a piece of the limit's length in long words when it
-starts (``WARM_UP_PIECE``), so a voice's memory is about as large as it will get
-before the first session.
+limit, which bounds what any one run takes. Shorter sentences are untouched and stay
+together, so ordinary replies sound as before. The engine synthesizes a piece of the
+limit's length in long words when it starts (``WARM_UP_PIECE``), so onnxruntime's first
+run is over before the first session.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from voxline import __version__
-from voxline.allocator import release_free_memory
+from voxline.allocator import release_free_memory, resident_mb
 from voxline.config import Config
 from voxline.pipeline.recipes.captioner import CaptionEngines
 from voxline.pipeline.tasks import wait_for_tasks
@@ -99,6 +99,15 @@ def runtime_counts(service: SessionAdmission, calls: CallService) -> dict[str, i
     }
 
 
+def engine_load_mb(service: SessionAdmission, calls: CallService) -> dict[str, float]:
+    """Resident memory each loaded engine added while it loaded (MB): where a node's memory went."""
+    loaded = dict(service.engines.loaded_mb) if service.engines is not None else {}
+    agent = calls.engines
+    if agent is not None and not calls.unavailable:
+        loaded.update(getattr(agent, "loaded_mb", {}))
+    return loaded
+
+
 async def healthz(request: Request) -> JSONResponse:
     """Liveness and load: status, version, node, sessions, leak counts, uptime (open: probes carry no token)."""
     service: SessionAdmission = request.app.state.service
@@ -116,13 +125,15 @@ async def healthz(request: Request) -> JSONResponse:
             "max_calls": service.config.server.max_calls,
             "calls_available": not calls.unavailable,
             "uptime_s": round(time.monotonic() - service.started_at, 1),
+            "resident_mb": round(resident_mb(), 1),
+            "engine_load_mb": engine_load_mb(service, calls),
         }
     )
 
 
 async def vc_voices(request: Request) -> JSONResponse:
     """``GET /v1/vc/voices``: the voice changer's presets, the ranges of its values and the default."""
-    from voxline.models.voice_converter import (
+    from voxline.models.voice_params import (
         FORMANT_RANGE,
         MONOTONE_RANGE_HZ,
         PRESETS,

@@ -20,6 +20,7 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import os
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -56,3 +57,13 @@ def release_free_memory() -> bool:
     """Give the free pages of every malloc arena back to the kernel; whether any were (False off glibc)."""
     libc = _glibc()
     return libc is not None and bool(libc.malloc_trim(ctypes.c_size_t(0)))
+
+
+def resident_mb() -> float:
+    """This process's resident memory now (MB; 0.0 where ``/proc`` is not there)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20

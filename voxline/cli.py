@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _voice_arguments(parser: argparse.ArgumentParser) -> None:
-    from voxline.models.voice_converter import PRESETS
+    from voxline.models.voice_params import PRESETS
 
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a named voice (default: the config's vc.preset)")
     parser.add_argument("--semitones", type=float, help="pitch shift, -12..12 semitones (after the preset)")
@@ -100,7 +100,7 @@ def _voice_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _voice(args: argparse.Namespace, config: Config) -> Any:
     """The voice the command line asks for: preset (or the config's), then single values."""
-    from voxline.models.voice_converter import VoiceParams
+    from voxline.models.voice_params import VoiceParams
     from voxline.pipeline.recipes.voice_changer import default_voice
 
     options = {"preset": args.preset, "semitones": args.semitones, "formant": args.formant,

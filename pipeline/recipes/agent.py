@@ -16,12 +16,13 @@ Events for the client come from ``events``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from voxline.allocator import resident_mb
 from voxline.config import Config
 from voxline.errors import ConfigError
 from voxline.models.llm import LlamaEngine
@@ -113,6 +114,8 @@ class AgentEngines:
     config: Config
     owns_captions: bool = True
     turn_model: TurnEndModel | None = None
+    loaded_mb: dict[str, float] = field(default_factory=dict)
+    """Resident memory each engine added while it loaded (MB), for ``/healthz``."""
 
     @classmethod
     async def load(cls, config: Config | None = None, captions: CaptionEngines | None = None) -> AgentEngines:
@@ -126,18 +129,24 @@ class AgentEngines:
         if captions is None:
             captions = await CaptionEngines.load(config.asr, config.vad)
         tts = PiperEngine(config.tts.voice or None, workers=config.tts.workers, cpu_threads=config.tts.cpu_threads)
+        loaded_mb: dict[str, float] = {}
         try:
+            mark = resident_mb()
             turn_model = load_turn_model(config)
+            loaded_mb["turn"], mark = round(resident_mb() - mark, 1), resident_mb()
             llm = load_chat_engine(config)
             await llm.start()
+            loaded_mb["llm"], mark = round(resident_mb() - mark, 1), resident_mb()
             await tts.start()
+            loaded_mb["tts"] = round(resident_mb() - mark, 1)
         except BaseException:
             if owns_captions:
                 await captions.close()
             await tts.close()
             raise
         return cls(
-            captions=captions, llm=llm, tts=tts, config=config, owns_captions=owns_captions, turn_model=turn_model
+            captions=captions, llm=llm, tts=tts, config=config, owns_captions=owns_captions, turn_model=turn_model,
+            loaded_mb=loaded_mb,
         )
 
     async def close(self) -> None:

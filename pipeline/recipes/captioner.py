@@ -12,8 +12,9 @@ every transcript and control frame before the transport does.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from voxline.allocator import resident_mb
 from voxline.config import AsrConfig, VadConfig
 from voxline.models.asr import WhisperEngine
 from voxline.models.vad import SileroVadModel, SileroVadStream, SpeechSegmenter
@@ -34,6 +35,8 @@ class CaptionEngines:
     vad_model: SileroVadModel
     asr: AsrConfig
     vad: VadConfig
+    loaded_mb: dict[str, float] = field(default_factory=dict)
+    """Resident memory each engine added while it loaded (MB), for ``/healthz``."""
 
     @classmethod
     async def load(cls, asr: AsrConfig | None = None, vad: VadConfig | None = None) -> CaptionEngines:
@@ -49,8 +52,12 @@ class CaptionEngines:
             max_batch=asr.max_batch,
             bucket_s=asr.bucket_s,
         )
+        before = resident_mb()
         await recognizer.start()
-        return cls(recognizer=recognizer, vad_model=SileroVadModel.shared(), asr=asr, vad=vad)
+        loaded = resident_mb()
+        vad_model = SileroVadModel.shared()
+        loaded_mb = {"asr": round(loaded - before, 1), "vad": round(resident_mb() - loaded, 1)}
+        return cls(recognizer=recognizer, vad_model=vad_model, asr=asr, vad=vad, loaded_mb=loaded_mb)
 
     async def close(self) -> None:
         """Stop the ASR worker. Idempotent."""

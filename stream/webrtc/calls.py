@@ -103,7 +103,7 @@ class CallOffer:
             if mode != "voice_changer" or not isinstance(vc, dict):
                 raise _bad_offer("session.vc is an object, for mode 'voice_changer'")
             from voxline.errors import ConfigError
-            from voxline.models.voice_converter import VoiceParams
+            from voxline.models.voice_params import VoiceParams
 
             try:
                 VoiceParams.from_options(vc)
@@ -286,7 +286,7 @@ class CallService:
     def _new_session(self, offer: CallOffer) -> Any:
         """The live session ``offer.mode`` asks for, on this process's shared engines."""
         if offer.mode == "voice_changer":
-            from voxline.models.voice_converter import VoiceParams
+            from voxline.models.voice_params import VoiceParams
             from voxline.pipeline.recipes.voice_changer import (
                 build_voice_changer_session,
                 default_voice,
