@@ -101,7 +101,6 @@ class BoundedSender:
         """Close the socket (``close_websocket``) unless it was closed or dropped; no send follows. Idempotent."""
         if self._closed:
             return
-        self._closed = True
-        stalled, self.gone = self.stalled, True
-        if not stalled:
+        self._closed = self.gone = True
+        if not self.stalled:  # an aborted connection takes no close frame
             await close_websocket(self.websocket, code, reason)

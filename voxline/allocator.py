@@ -67,3 +67,17 @@ def resident_mb() -> float:
     except (OSError, ValueError, IndexError):
         return 0.0
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class LoadGrowth:
+    """What each loading step adds to resident memory: ``took(name)`` records the growth since the last step."""
+
+    def __init__(self) -> None:
+        self.mb: dict[str, float] = {}
+        self._last = resident_mb()
+
+    def took(self, name: str) -> None:
+        """Record, under ``name``, what the process grew by since the last step (or since this was made)."""
+        now = resident_mb()
+        self.mb[name] = round(now - self._last, 1)
+        self._last = now

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from voxline.allocator import resident_mb
+from voxline.allocator import LoadGrowth
 from voxline.config import Config
 from voxline.errors import ConfigError
 from voxline.models.llm import LlamaEngine
@@ -129,16 +129,15 @@ class AgentEngines:
         if captions is None:
             captions = await CaptionEngines.load(config.asr, config.vad)
         tts = PiperEngine(config.tts.voice or None, workers=config.tts.workers, cpu_threads=config.tts.cpu_threads)
-        loaded_mb: dict[str, float] = {}
+        growth = LoadGrowth()
         try:
-            mark = resident_mb()
             turn_model = load_turn_model(config)
-            loaded_mb["turn"], mark = round(resident_mb() - mark, 1), resident_mb()
+            growth.took("turn")
             llm = load_chat_engine(config)
             await llm.start()
-            loaded_mb["llm"], mark = round(resident_mb() - mark, 1), resident_mb()
+            growth.took("llm")
             await tts.start()
-            loaded_mb["tts"] = round(resident_mb() - mark, 1)
+            growth.took("tts")
         except BaseException:
             if owns_captions:
                 await captions.close()
@@ -146,7 +145,7 @@ class AgentEngines:
             raise
         return cls(
             captions=captions, llm=llm, tts=tts, config=config, owns_captions=owns_captions, turn_model=turn_model,
-            loaded_mb=loaded_mb,
+            loaded_mb=growth.mb,
         )
 
     async def close(self) -> None:

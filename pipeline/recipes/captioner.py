@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from voxline.allocator import resident_mb
+from voxline.allocator import LoadGrowth
 from voxline.config import AsrConfig, VadConfig
 from voxline.models.asr import WhisperEngine
 from voxline.models.vad import SileroVadModel, SileroVadStream, SpeechSegmenter
@@ -52,12 +52,12 @@ class CaptionEngines:
             max_batch=asr.max_batch,
             bucket_s=asr.bucket_s,
         )
-        before = resident_mb()
+        growth = LoadGrowth()
         await recognizer.start()
-        loaded = resident_mb()
+        growth.took("asr")
         vad_model = SileroVadModel.shared()
-        loaded_mb = {"asr": round(loaded - before, 1), "vad": round(resident_mb() - loaded, 1)}
-        return cls(recognizer=recognizer, vad_model=vad_model, asr=asr, vad=vad, loaded_mb=loaded_mb)
+        growth.took("vad")
+        return cls(recognizer=recognizer, vad_model=vad_model, asr=asr, vad=vad, loaded_mb=growth.mb)
 
     async def close(self) -> None:
         """Stop the ASR worker. Idempotent."""
